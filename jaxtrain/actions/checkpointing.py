@@ -1,0 +1,46 @@
+"""Periodic checkpoints with best-metric tracking."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from jaxtrain.actions.base import LoopContext, PeriodicAction
+from jaxtrain.actions.early_stopping import improved
+from jaxtrain.checkpoint import Checkpointer
+from jaxtrain.track.events import EventWriter
+
+
+class SaveCheckpoint(PeriodicAction):
+  """Saves state, data iterator and bookkeeping together (async).
+
+  Runs after the evaluation of the same step, so the checkpoint carries fresh
+  metrics for best-checkpoint retention. The best step is tracked here as
+  well, in the bookkeeping, rather than inferred from what Orbax kept.
+  """
+
+  def __init__(self, checkpointer: Checkpointer, events: EventWriter, monitor: str | None, mode: str,
+               **trigger: Any):
+    super().__init__(**trigger)
+    self.checkpointer = checkpointer
+    self.events = events
+    self.monitor = monitor
+    self.mode = mode
+    self.blocking_seconds = 0.0
+
+  def run(self, ctx: LoopContext) -> None:
+    book = ctx.book
+    metrics = None
+    if self.monitor and book.last_eval_step == ctx.step and self.monitor in book.last_eval:
+      value = book.last_eval[self.monitor]
+      if not math.isnan(value):
+        metrics = {self.monitor: value}
+        if improved(value, book.best_value, self.mode):
+          book.best_value, book.best_step = value, ctx.step
+    book.epoch = int(ctx.epoch)
+    start = time.perf_counter()
+    self.checkpointer.save(ctx.step, ctx.state, ctx.data_iterator, book.to_json(), metrics=metrics)
+    self.blocking_seconds += time.perf_counter() - start
+    self.events.write("on_checkpoint", step=ctx.step, epoch=round(ctx.epoch, 4), metrics=metrics,
+                      best_step=book.best_step)

@@ -1,0 +1,92 @@
+"""Train-metric logging, read one interval late so the host never waits on the device."""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+from typing import Any
+
+import jax
+
+from jaxtrain.actions.base import LoopContext, PeriodicAction
+from jaxtrain.track.scalars import ScalarWriter
+
+
+def max_memory_mib() -> float:
+  """Peak device memory when the backend reports it (GPU/TPU), else the host's peak RSS."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return stats["peak_bytes_in_use"] / 2**20
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+@dataclasses.dataclass
+class LiveStats:
+  """The newest host-side figures, shared with the progress display."""
+
+  step: int = 0
+  loss: float | None = None
+  steps_per_sec: float | None = None
+  epoch_time_s: float | None = None
+
+
+class LogTrainMetrics(PeriodicAction):
+  """Writes a `train` row to scalars.csv every N steps.
+
+  At step N it keeps a reference to step N's on-device metrics and writes the
+  row of the previous log step, whose values are long computed: no host sync
+  on the device's critical path. `close()` writes the last pending row.
+  """
+
+  def __init__(self, scalars: ScalarWriter, live: LiveStats, **trigger: Any):
+    super().__init__(**trigger)
+    self.scalars = scalars
+    self.live = live
+    self._pending: tuple[int, float, Any, float, float | None] | None = None
+    self._prev_step: int | None = None
+    self._prev_time: float | None = None
+
+  def run(self, ctx: LoopContext) -> None:
+    now = time.perf_counter()
+    rate = None
+    if self._prev_step is not None and ctx.step > self._prev_step:
+      rate = (ctx.step - self._prev_step) / (now - self._prev_time)
+    self._prev_step, self._prev_time = ctx.step, now
+    self._flush()
+    self._pending = (ctx.step, ctx.epoch, ctx.train_metrics, rate, self.live.epoch_time_s)
+
+  def _flush(self) -> None:
+    if self._pending is None:
+      return
+    step, epoch, device_metrics, rate, epoch_time = self._pending
+    self._pending = None
+    metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    row = {"step": step, "epoch": round(epoch, 4), "split": "train", "steps_per_sec": rate,
+           "epoch_time_s": epoch_time, "max_memory_mib": max_memory_mib()}
+    row.update({k: v for k, v in metrics.items() if k in self.scalars.columns})
+    self.scalars.write(row)
+    self.live.step, self.live.loss = step, metrics.get("loss")
+    if rate is not None:
+      self.live.steps_per_sec = rate
+
+  def close(self) -> None:
+    self._flush()
+
+
+class EpochEnd(PeriodicAction):
+  """Writes `on_epoch_end` with the epoch's wall time at every epoch boundary."""
+
+  def __init__(self, events: Any, live: LiveStats, steps_per_epoch: int, **trigger: Any):
+    super().__init__(every_steps=steps_per_epoch, at_end=False, **trigger)
+    self.events = events
+    self.live = live
+    self._epoch_start = time.perf_counter()
+
+  def run(self, ctx: LoopContext) -> None:
+    now = time.perf_counter()
+    self.live.epoch_time_s = now - self._epoch_start
+    self._epoch_start = now
+    ctx.book.epoch = int(round(ctx.epoch))
+    self.events.write("on_epoch_end", step=ctx.step, epoch=ctx.book.epoch,
+                      epoch_time_s=round(self.live.epoch_time_s, 4))

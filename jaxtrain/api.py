@@ -1,0 +1,219 @@
+"""The Python face: `compose(overrides) -> config` and `run(config) -> Result`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+from omegaconf import DictConfig, OmegaConf
+
+from jaxtrain import build as build_lib
+from jaxtrain.actions.base import Bookkeeping
+from jaxtrain.actions.checkpointing import SaveCheckpoint
+from jaxtrain.actions.early_stopping import EarlyStopping
+from jaxtrain.actions.evaluation import Evaluate
+from jaxtrain.actions.logging import EpochEnd, LiveStats, LogTrainMetrics
+from jaxtrain.actions.progress import make_progress
+from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, find_checkpoint_dir
+from jaxtrain.config import compose as compose_lib
+from jaxtrain.config.validate import RunSpec, validate
+from jaxtrain.errors import ConfigError
+from jaxtrain.loop import fit
+from jaxtrain.track import rundir
+from jaxtrain.track.events import EventWriter
+from jaxtrain.track.scalars import ScalarWriter, columns_for, drop_rows_after
+from jaxtrain.track.summary import params_fingerprint, write_summary
+
+log = logging.getLogger("jaxtrain")
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """What a finished run returns: where it lives, its summary and final state."""
+
+  run_dir: Path
+  summary: dict[str, Any]
+  state: Any
+
+  @property
+  def params_fingerprint(self) -> str:
+    return self.summary["params_fingerprint"]
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+  """The run config for Hydra-style `overrides` (e.g. ["optim.lr=3e-4", "trainer.steps=100"]).
+
+  Raises ConfigError (one line naming the key and the choices) for bad overrides.
+  """
+  cfg = compose_lib.compose(overrides)
+  validate(cfg)  # fail here, before anything is built
+  return cfg
+
+
+def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
+  """Trains the config's task and returns the Result.
+
+  `run_dir` defaults to `run.dir`, or a new outputs/runs/run_<timestamp>_<name>.
+  With `run.resume=auto` an existing run directory continues from its newest checkpoint.
+  """
+  spec = validate(config)
+  _setup_logging()
+  overrides = _overrides_of(config)
+  run_dir = Path(run_dir or rundir.run_dir_for(spec.config.run.dir, spec.config.run.root, spec.config.run.name))
+  resume_from = _resume_source(spec, run_dir)
+  _write_config_records(run_dir, spec, overrides)
+  events = EventWriter(run_dir / rundir.FACTS_DIR / "events.jsonl", enabled=jax.process_index() == 0)
+  try:
+    return _train(spec, run_dir, resume_from, events)
+  except BaseException as err:
+    events.write("on_exception", error=type(err).__name__, message=str(err)[:2000],
+                 traceback=traceback.format_exc(limit=8)[-4000:])
+    raise
+
+
+def _setup_logging() -> None:
+  """Progress lines reach the console from Python too; Orbax's per-save INFO chatter does not."""
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  if not logging.getLogger().handlers and not log.handlers:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def _overrides_of(config: DictConfig) -> list[str]:
+  if "hydra" in config and OmegaConf.select(config, "hydra.overrides.task") is not None:
+    return list(config.hydra.overrides.task)
+  return []
+
+
+def _resume_source(spec: RunSpec, run_dir: Path) -> Path | None:
+  """The checkpoints folder to resume from, per `run.resume`, or None for a fresh start."""
+  resume = spec.config.run.resume
+  own = run_dir / rundir.CHECKPOINTS_DIR
+  if resume == "never":
+    if rundir.holds_run(run_dir):
+      raise ConfigError(f"run.resume=never but {run_dir} already holds a run; "
+                        "choose another run.dir or run.resume=auto")
+    return None
+  if resume == "auto":
+    return own if own.is_dir() and any(p.name.isdigit() for p in own.iterdir()) else None
+  return find_checkpoint_dir(Path(resume))
+
+
+def _write_config_records(run_dir: Path, spec: RunSpec, overrides: list[str]) -> None:
+  """.hydra/config.yaml and overrides.yaml, as Hydra's CLI writes them."""
+  hydra_dir = run_dir / ".hydra"
+  hydra_dir.mkdir(parents=True, exist_ok=True)
+  if not (hydra_dir / "config.yaml").exists():
+    (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(spec.raw))
+  if not (hydra_dir / "overrides.yaml").exists():
+    (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+
+
+def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: EventWriter) -> Result:
+  cfg = spec.config
+  engine = build_lib.build(spec)
+  for label, monitor in (("checkpoint.monitor", cfg.checkpoint.monitor),
+                         ("trainer.early_stopping.monitor",
+                          cfg.trainer.early_stopping.monitor if cfg.trainer.early_stopping.enabled else None)):
+    valid = [f"val/{name}" for name in engine.eval_metric_names]
+    if monitor and monitor not in valid:
+      raise ConfigError(f"{label}={monitor!r} is not an eval metric; choose one of: {', '.join(valid)}")
+
+  data_iterator = engine.train_iterator(cfg.data)
+  state, book, start_step = engine.state, Bookkeeping(), 0
+  if resume_from is not None:
+    reader = Checkpointer(resume_from, cfg.checkpoint, read_only=True)
+    step = reader.latest_step()
+    if step is not None:
+      abstract = abstract_with_shardings(jax.eval_shape(lambda: engine.state), engine.state_shardings)
+      state, meta = reader.restore(step, abstract, data_iterator)
+      book, start_step = Bookkeeping.from_json(meta), step
+      log.info("resumed from %s at step %d", resume_from, step)
+    reader.close()
+
+  scalars_path = run_dir / rundir.FACTS_DIR / "scalars.csv"
+  if start_step:
+    drop_rows_after(scalars_path, start_step)  # those steps are replayed identically
+  is_writer = jax.process_index() == 0
+  scalars = ScalarWriter(scalars_path, columns_for(engine.metric_names + engine.eval_metric_names),
+                         enabled=is_writer)
+  checkpointer = Checkpointer(run_dir / rundir.CHECKPOINTS_DIR, cfg.checkpoint)
+
+  # Compile before the clock starts: steps/s in the summary excludes compilation.
+  first_batch_shapes = engine.train_data[0]
+  engine.train_step.compile(state, engine.put_batch(first_batch_shapes))
+  compile_seconds = engine.train_step.compile_seconds
+
+  events.write("on_start", step=start_step, total_steps=engine.total_steps, resumed_from=str(resume_from or ""),
+               devices=jax.device_count(), processes=jax.process_count(), mesh=dict(engine.mesh.shape),
+               steps_per_epoch=engine.steps_per_epoch, compile_seconds=round(compile_seconds, 3))
+  actions = _actions(spec, engine, events, scalars, checkpointer, start_step)
+  try:
+    result = fit(state, engine.train_step, data_iterator, actions, start_step=start_step,
+                 total_steps=engine.total_steps, steps_per_epoch=engine.steps_per_epoch, book=book)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()
+    data_iterator.close()
+
+  summary = _summary(engine, result, compile_seconds, actions)
+  events.write("on_train_end", step=result.final_step, stop_reason=result.book.stop_reason,
+               steps_per_sec=round(result.steps_per_sec, 3))
+  if is_writer:
+    write_summary(run_dir / rundir.SUMMARY_FILE, summary)
+  return Result(run_dir=run_dir, summary=summary, state=result.state)
+
+
+def _actions(spec: RunSpec, engine: build_lib.Engine, events: EventWriter, scalars: ScalarWriter,
+             checkpointer: Checkpointer, start_step: int) -> list:
+  """Periodic actions, in the order they run after each step."""
+  cfg = spec.config
+  live = LiveStats(step=start_step)
+  ckpt_every = cfg.checkpoint.every
+  # Evaluate on checkpoint steps too, so each checkpoint carries fresh metrics.
+  eval_every = (cfg.trainer.eval_every, ckpt_every) if cfg.checkpoint.monitor else (cfg.trainer.eval_every,)
+  actions: list = [
+      EpochEnd(events, live, engine.steps_per_epoch),
+      Evaluate(engine.evaluate, events, scalars, every_steps=eval_every),
+  ]
+  if cfg.trainer.early_stopping.enabled:
+    actions.append(EarlyStopping(cfg.trainer.early_stopping, every_steps=eval_every))
+  actions.append(SaveCheckpoint(checkpointer, events, cfg.checkpoint.monitor, cfg.checkpoint.mode,
+                                every_steps=ckpt_every))
+  actions.append(LogTrainMetrics(scalars, live, every_steps=cfg.trainer.log_every))
+  if jax.process_index() == 0:
+    progress = make_progress(cfg.logging.progress, engine.total_steps, start_step, live,
+                             cfg.logging.print_every_secs)
+    if progress is not None:
+      actions.append(progress)
+  return actions
+
+
+def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, actions: list) -> dict[str, Any]:
+  book = result.book
+  evaluate = next(a for a in actions if isinstance(a, Evaluate))
+  saver = next(a for a in actions if isinstance(a, SaveCheckpoint))
+  return {
+      "final_step": result.final_step,
+      "total_steps": engine.total_steps,
+      "epochs": round(result.final_step / engine.steps_per_epoch, 4),
+      "best_step": book.best_step,
+      "best_metrics": {saver.monitor: book.best_value} if saver.monitor else {},
+      "final_metrics": book.last_eval,
+      "stop_reason": book.stop_reason,
+      "train_steps_per_sec": round(result.steps_per_sec, 3),
+      "steps_this_session": result.steps_run,
+      "compile_seconds": round(compile_seconds, 3),
+      "eval_seconds": round(evaluate.seconds, 3),
+      "checkpoint_blocking_seconds": round(saver.blocking_seconds, 3),
+      "train_step_compilations": engine.train_step.num_compilations,
+      "params_fingerprint": params_fingerprint(result.state.params),
+      "devices": jax.device_count(),
+      "mesh": dict(engine.mesh.shape),
+  }

@@ -1,0 +1,124 @@
+"""From a validated config to the pieces the loop runs: mesh, data, task,
+TrainState on the mesh, and the compiled train/eval steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from jaxtrain.config.validate import RunSpec
+from jaxtrain.core import mesh as mesh_lib
+from jaxtrain.core.compile import ShapeCompiledStep
+from jaxtrain.core.optim import make_optimizer, make_schedule, optimizer_steps
+from jaxtrain.core.state import TrainState, init_state_fn
+from jaxtrain.data import pipeline
+from jaxtrain.data.sources import load_splits
+from jaxtrain.errors import ConfigError
+from jaxtrain.tasks.registry import task_class
+
+
+@dataclasses.dataclass
+class Engine:
+  """Everything built from a config, before any step has run."""
+
+  mesh: jax.sharding.Mesh
+  task: Any
+  state: TrainState
+  state_shardings: Any
+  train_step: ShapeCompiledStep
+  eval_step: ShapeCompiledStep
+  train_data: Any  # grain.MapDataset of this process's batches
+  val_data: Any
+  put_batch: Callable[[Any], Any]
+  num_train: int
+  steps_per_epoch: int
+  total_steps: int
+  metric_names: list[str]  # the train step's metrics
+  eval_metric_names: list[str]
+
+  def evaluate(self, state: TrainState) -> dict[str, float]:
+    """Exact means of the eval metrics over the whole validation split."""
+    sums = [self.eval_step(state, self.put_batch(batch)) for batch in self.val_data]
+    totals: dict[str, float] = {}
+    for batch_sums in jax.device_get(sums):
+      for name, value in batch_sums.items():
+        totals[name] = totals.get(name, 0.0) + float(value)
+    weight = totals.pop("weight")
+    return {name: value / weight for name, value in totals.items()}
+
+  def train_iterator(self, data_cfg: Any) -> Any:
+    """A fresh Grain iterator over the train batches, prefetching to the devices."""
+    return pipeline.device_iterator(self.train_data, self.put_batch, data_cfg)
+
+
+def total_train_steps(steps: int | None, epochs: float | None, steps_per_epoch: int) -> int:
+  """Steps of the run: whichever of trainer.steps and trainer.epochs ends first."""
+  candidates = []
+  if steps is not None:
+    candidates.append(int(steps))
+  if epochs is not None:
+    candidates.append(max(1, math.ceil(epochs * steps_per_epoch)))
+  return min(candidates)
+
+
+def build(spec: RunSpec) -> Engine:
+  """Builds the engine; raises ConfigError for data/model/mesh mismatches."""
+  cfg = spec.config
+  try:
+    mesh = mesh_lib.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+  except ValueError as err:
+    raise ConfigError(str(err)) from None
+  num_devices = mesh.devices.size
+  for key, size in (("data.batch_size", cfg.data.batch_size), ("data.eval_batch_size", cfg.data.eval_batch_size)):
+    if size % num_devices:
+      raise ConfigError(f"{key}={size} must be divisible by the {num_devices} devices of the mesh")
+
+  splits = load_splits(cfg.data)
+  if splits.num_train < cfg.data.batch_size:
+    raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the "
+                      f"{splits.num_train} training examples of data={cfg.data.name}")
+  train_data = pipeline.train_dataset(splits.train, cfg.data)
+  val_data = pipeline.eval_dataset(splits.val, cfg.data, multiple_of=jax.local_device_count())
+  example = train_data[0]
+  task = task_class(spec.task.name)(spec.task, example)
+
+  steps_per_epoch = splits.num_train // cfg.data.batch_size
+  total_steps = total_train_steps(cfg.trainer.steps, cfg.trainer.epochs, steps_per_epoch)
+  schedule = make_schedule(cfg.schedule, cfg.optim.lr, optimizer_steps(total_steps, cfg.optim.accumulate))
+  tx = make_optimizer(cfg.optim, schedule)
+  init = init_state_fn(task.init, tx, cfg.trainer.ema_decay)
+  rng = jax.random.PRNGKey(cfg.trainer.seed)
+  abstract_state = jax.eval_shape(init, rng)
+  shardings = mesh_lib.state_shardings(abstract_state, mesh, cfg.mesh.params, cfg.mesh.fsdp_min_size)
+  # Built by jit straight into its shardings: a device_put'd state could share
+  # buffers with its source, which donation would then delete.
+  state = jax.jit(init, out_shardings=shardings)(rng)
+
+  batch_sharding = mesh_lib.batch_sharding(mesh)
+  replicated = mesh_lib.replicated(mesh)
+  put_batch = pipeline.global_batch_putter(batch_sharding)
+  example_shardings = jax.tree.map(lambda _: batch_sharding, example)
+  eval_example = val_data[0]
+  train_step = ShapeCompiledStep(task.train_step(), name="train_step",
+                                 in_shardings=(shardings, example_shardings), out_shardings=(shardings, replicated))
+  eval_step = ShapeCompiledStep(task.eval_step(), name="eval_step",
+                                in_shardings=(shardings, jax.tree.map(lambda _: batch_sharding, eval_example)),
+                                out_shardings=replicated, donate_state=False)
+  metric_names = sorted(jax.eval_shape(task.train_step(), abstract_state, _abstract(example))[1])
+  eval_names = sorted(k for k in jax.eval_shape(task.eval_step(), abstract_state, _abstract(eval_example))
+                      if k != "weight")
+  return Engine(mesh=mesh, task=task, state=state, state_shardings=shardings, train_step=train_step,
+                eval_step=eval_step, train_data=train_data, val_data=val_data, put_batch=put_batch,
+                num_train=splits.num_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                metric_names=metric_names, eval_metric_names=eval_names)
+
+
+def _abstract(batch: Any) -> Any:
+  """Global-shape ShapeDtypeStructs for a per-process host batch."""
+  procs = jax.process_count()
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct((x.shape[0] * procs,) + x.shape[1:], np.asarray(x).dtype),
+                      batch)

@@ -1,0 +1,154 @@
+"""Structured config schema: one dataclass per config group.
+
+Hydra merges the YAML files of `configs/` onto these dataclasses, so a wrong type
+or an unknown key fails at composition time, before anything is built or compiled.
+The field names are the public interface (`trainer.steps`, `optim.lr`, ...).
+Plain data only, so that `core/` can take these types without importing Hydra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+@dataclasses.dataclass
+class DataConfig:
+  """Where the examples come from and how they are batched."""
+
+  name: str = "digits"
+  batch_size: int = 256
+  eval_batch_size: int = 512
+  val_fraction: float = 0.2
+  split_seed: int = 0
+  shuffle_seed: int = 0
+  read_threads: int = 2
+  prefetch: int = 4
+  device_prefetch: int = 2
+
+
+@dataclasses.dataclass
+class OptimConfig:
+  """Optimizer, clipping, weight decay, accumulation and freezing."""
+
+  name: str = "adamw"
+  lr: float = 1e-3
+  weight_decay: float = 0.0
+  clip_norm: Optional[float] = None
+  accumulate: int = 1
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  momentum: float = 0.9
+  nesterov: bool = False
+  # Regexes over '/'-joined param paths; matching params get no updates.
+  freeze: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+  """Learning-rate schedule (built from optax's schedule functions)."""
+
+  name: str = "warmup_cosine"
+  warmup_steps: int = 100
+  # Steps of the decay phase including warmup; null = the whole run.
+  decay_steps: Optional[int] = None
+  end_lr_factor: float = 0.0
+  # step_decay: multiply by decay_rate every decay_every steps.
+  decay_every: int = 1000
+  decay_rate: float = 0.1
+  # cosine_restarts: length of one cycle (warmup included).
+  restart_every: int = 500
+
+
+@dataclasses.dataclass
+class MeshConfig:
+  """Device mesh shape and the param-sharding rule."""
+
+  name: str = "data_parallel"
+  # -1 means "all the remaining devices"; at most one axis may be -1.
+  data: int = -1
+  fsdp: int = 1
+  # How params and optimizer state are laid out: replicate | fsdp | auto
+  # (auto = fsdp when the fsdp axis has more than one device).
+  params: str = "auto"
+  # Params smaller than this many elements stay replicated under the fsdp rule.
+  fsdp_min_size: int = 1024
+
+
+@dataclasses.dataclass
+class EarlyStoppingConfig:
+  """Stop when a monitored eval metric stops improving."""
+
+  enabled: bool = False
+  monitor: str = "val/loss"
+  mode: str = "min"
+  patience: int = 5
+  min_delta: float = 0.0
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+  """Length of the run and the cadence of periodic actions."""
+
+  steps: Optional[int] = None
+  epochs: Optional[float] = None
+  seed: int = 0
+  log_every: int = 50
+  eval_every: int = 200
+  ema_decay: Optional[float] = None
+  early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+  """Orbax checkpoint policy."""
+
+  every: int = 500
+  keep: int = 2
+  monitor: Optional[str] = "val/loss"
+  mode: str = "min"
+  async_save: bool = True
+
+
+@dataclasses.dataclass
+class RunConfig:
+  """Identity and location of the run."""
+
+  name: str = "default"
+  # The run's own directory; null = outputs/runs/run_<timestamp>_<name>.
+  dir: Optional[str] = None
+  root: str = "outputs"
+  # auto: continue from the newest checkpoint in run.dir if there is one;
+  # never: refuse a run directory that already holds a run; otherwise a path
+  # (a run directory or its checkpoints/ folder) to start from.
+  resume: str = "auto"
+
+
+@dataclasses.dataclass
+class LoggingConfig:
+  """What the run prints and writes."""
+
+  name: str = "default"
+  # auto: a rich progress bar on a terminal, plain lines otherwise; bar | plain | none.
+  progress: str = "auto"
+  # Plain progress lines are rate-limited to one per this many seconds.
+  print_every_secs: float = 10.0
+
+
+@dataclasses.dataclass
+class Config:
+  """The whole run configuration."""
+
+  # The task node is checked against the selected task's own dataclass.
+  task: Any = MISSING
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+  schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+  trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+  checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+  run: RunConfig = dataclasses.field(default_factory=RunConfig)
+  logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)

@@ -1,0 +1,120 @@
+"""From a composed DictConfig to checked, typed config objects."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from jaxtrain.config.schema import Config
+from jaxtrain.errors import ConfigError
+
+MODES = ("min", "max")
+OPTIMIZERS = ("adam", "adamw", "sgd", "lion")
+SCHEDULES = ("constant", "warmup_cosine", "linear_warmup", "step_decay", "cosine_restarts")
+PARAM_RULES = ("replicate", "fsdp", "auto")
+PROGRESS = ("auto", "bar", "plain", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """A validated config: the typed run config and the task's own typed config."""
+
+  config: Config
+  task: Any
+  raw: DictConfig  # the composed config without the `hydra` node, for the run's records
+
+
+def without_hydra(cfg: DictConfig) -> DictConfig:
+  """A copy of `cfg` without Hydra's own node."""
+  data = OmegaConf.to_container(cfg, resolve=False)
+  data.pop("hydra", None)
+  return OmegaConf.create(data)
+
+
+def validate(cfg: DictConfig) -> RunSpec:
+  """Checks types, choices and value ranges; raises ConfigError naming the key."""
+  from jaxtrain.tasks.registry import task_class
+
+  raw = without_hydra(cfg)
+  try:
+    schema = OmegaConf.structured(Config)
+    typed: Config = OmegaConf.to_object(OmegaConf.merge(schema, _known_keys_only(raw)))
+  except OmegaConfBaseException as err:
+    raise ConfigError(_omegaconf_message(err)) from None
+  task_node = raw.get("task")
+  if not isinstance(task_node, DictConfig) or "name" not in task_node:
+    raise ConfigError("task: missing; select one with task=<name>")
+  cls = task_class(str(task_node.name))
+  try:
+    task_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.config_class), task_node))
+  except OmegaConfBaseException as err:
+    key = getattr(err, "full_key", "") or ""
+    valid = ", ".join(f.name for f in dataclasses.fields(cls.config_class))
+    raise ConfigError(f"task.{key}: {_first_line(err)} (task {task_node.name!r} keys: {valid})") from None
+  _check_values(typed)
+  return RunSpec(config=typed, task=task_cfg, raw=raw)
+
+
+def _known_keys_only(raw: DictConfig) -> DictConfig:
+  known = [f.name for f in dataclasses.fields(Config)]
+  unknown = [k for k in raw.keys() if k not in known]
+  if unknown:
+    raise ConfigError(f"{unknown[0]}: unknown top-level key; valid keys: {', '.join(known)}")
+  return raw
+
+
+def _first_line(err: BaseException) -> str:
+  text = str(err).strip()
+  return text.splitlines()[0] if text else type(err).__name__
+
+
+def _omegaconf_message(err: OmegaConfBaseException) -> str:
+  key = getattr(err, "full_key", None)
+  return f"{key}: {_first_line(err)}" if key else _first_line(err)
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ConfigError(f"{key}={value!r}: choose one of: {', '.join(choices)}")
+
+
+def _positive(key: str, value: Any, allow_none: bool = False) -> None:
+  if value is None and allow_none:
+    return
+  if value is None or value <= 0:
+    raise ConfigError(f"{key}={value!r}: must be a positive number")
+
+
+def _check_values(c: Config) -> None:
+  t = c.trainer
+  if t.steps is None and t.epochs is None:
+    raise ConfigError("trainer.steps / trainer.epochs: set at least one (the run stops at whichever comes first)")
+  _positive("trainer.steps", t.steps, allow_none=True)
+  _positive("trainer.epochs", t.epochs, allow_none=True)
+  _positive("trainer.log_every", t.log_every)
+  _positive("trainer.eval_every", t.eval_every)
+  if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
+    raise ConfigError(f"trainer.ema_decay={t.ema_decay}: must be in (0, 1) or null")
+  _choice("trainer.early_stopping.mode", t.early_stopping.mode, MODES)
+  _positive("trainer.early_stopping.patience", t.early_stopping.patience)
+  _positive("data.batch_size", c.data.batch_size)
+  _positive("data.eval_batch_size", c.data.eval_batch_size)
+  _choice("optim", c.optim.name, OPTIMIZERS)
+  _positive("optim.lr", c.optim.lr)
+  _positive("optim.accumulate", c.optim.accumulate)
+  _positive("optim.clip_norm", c.optim.clip_norm, allow_none=True)
+  if c.optim.weight_decay < 0:
+    raise ConfigError(f"optim.weight_decay={c.optim.weight_decay}: must be >= 0")
+  _choice("schedule", c.schedule.name, SCHEDULES)
+  if c.schedule.warmup_steps < 0:
+    raise ConfigError(f"schedule.warmup_steps={c.schedule.warmup_steps}: must be >= 0")
+  _choice("mesh.params", c.mesh.params, PARAM_RULES)
+  _positive("checkpoint.every", c.checkpoint.every)
+  _positive("checkpoint.keep", c.checkpoint.keep)
+  _choice("checkpoint.mode", c.checkpoint.mode, MODES)
+  _choice("logging.progress", c.logging.progress, PROGRESS)
+  if not c.run.resume:
+    raise ConfigError("run.resume: must be auto, never, or a path to a run directory")

@@ -1,0 +1,68 @@
+"""fit(): the training loop. The only `while` in the package.
+
+The loop owns three things: the TrainState, the data iterator and the small
+bookkeeping record. Everything else happens in periodic actions, called in
+order after every step: evaluation, early stopping, checkpoint, logging,
+progress. Orbax saves state, iterator and bookkeeping together, so a resumed
+loop continues exactly where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+
+from jaxtrain.actions.base import Bookkeeping, LoopContext, PeriodicAction
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+  """Final state and the loop's own measurements."""
+
+  state: Any
+  book: Bookkeeping
+  final_step: int
+  steps_run: int
+  loop_seconds: float
+  stopped_early: bool
+
+  @property
+  def steps_per_sec(self) -> float:
+    return self.steps_run / self.loop_seconds if self.loop_seconds > 0 else float("nan")
+
+
+def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iterator: Iterator[Any],
+        actions: Sequence[PeriodicAction], *, start_step: int, total_steps: int, steps_per_epoch: int,
+        book: Bookkeeping | None = None) -> FitResult:
+  """Runs `train_step` from `start_step` to `total_steps` (or an early stop).
+
+  `train_step` should already be compiled; the loop's timing assumes so.
+  """
+  book = book or Bookkeeping()
+  ctx = LoopContext(step=start_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, state=state,
+                    train_metrics=None, data_iterator=data_iterator, book=book)
+  start = time.perf_counter()
+  try:
+    while ctx.step < total_steps and not ctx.stop_requested:
+      batch = next(data_iterator)
+      # Batches arrive already on the devices; any implicit host<->device
+      # transfer inside the step would be a hidden sync, so it is an error.
+      with jax.transfer_guard("disallow"):
+        ctx.state, ctx.train_metrics = train_step(ctx.state, batch)
+      ctx.step += 1
+      for action in actions:
+        action(ctx)
+    jax.block_until_ready(ctx.state)
+    loop_seconds = time.perf_counter() - start
+    # Final round: actions with at_end run once more unless they just ran.
+    ctx.final = True
+    for action in actions:
+      action(ctx)
+  finally:
+    for action in actions:
+      action.close()
+  return FitResult(state=ctx.state, book=book, final_step=ctx.step, steps_run=ctx.step - start_step,
+                   loop_seconds=loop_seconds, stopped_early=book.stop_reason is not None)

@@ -1,0 +1,62 @@
+"""`python -m jaxtrain.main [overrides...]`: the Hydra command line, nothing else.
+
+Overrides are checked before Hydra starts (every job of a --multirun sweep
+too), so a bad key or option fails with one line and exit code 2, before
+anything is built or compiled.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import hydra
+from hydra._internal.utils import get_args_parser
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from jaxtrain.config import compose as compose_lib
+from jaxtrain.config.validate import validate
+from jaxtrain.errors import ConfigError
+
+
+def _report(err: ConfigError) -> None:
+  print(f"jaxtrain: error: {err}", file=sys.stderr)
+
+
+def check_overrides(argv: Sequence[str]) -> None:
+  """Composes and validates every job the command line describes; raises ConfigError."""
+  args = get_args_parser().parse_args(list(argv))
+  if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+    return  # Hydra's own informational modes
+  jobs = compose_lib.expand_sweep(args.overrides) if args.multirun else [args.overrides]
+  for job in jobs:
+    validate(compose_lib.compose(job))
+
+
+def _job(cfg: DictConfig) -> None:
+  from jaxtrain.api import run  # the heavy imports, only once a job really runs
+
+  try:
+    run(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+  except ConfigError as err:
+    _report(err)
+    sys.exit(ConfigError.exit_code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Entry point: validates, then hands the command line to Hydra."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    check_overrides(argv)
+  except ConfigError as err:
+    _report(err)
+    sys.exit(ConfigError.exit_code)
+  compose_lib.register()
+  sys.argv = [sys.argv[0], *argv]
+  hydra.main(config_path=compose_lib.config_dir(), config_name=compose_lib.CONFIG_NAME,
+             version_base="1.3")(_job)()
+
+
+if __name__ == "__main__":
+  main()

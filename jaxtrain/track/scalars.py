@@ -1,0 +1,78 @@
+"""facts/scalars.csv: one row per logged train interval and per evaluation."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+LEADING = ["step", "epoch", "split", "loss"]
+TRAILING = ["lr", "steps_per_sec", "epoch_time_s", "max_memory_mib"]
+
+
+def columns_for(metric_names: Iterable[str]) -> list[str]:
+  """Fixed header: step, epoch, split, loss, the task's metrics, then loop figures."""
+  middle = sorted(set(metric_names) - set(LEADING) - set(TRAILING))
+  return LEADING + middle + TRAILING
+
+
+class ScalarWriter:
+  """Appends rows to a CSV with a header fixed at start; unknown keys are an error."""
+
+  def __init__(self, path: Path, columns: list[str], enabled: bool = True):
+    self.path = path
+    self.columns = columns
+    self.enabled = enabled
+    if enabled:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      if not path.exists() or path.stat().st_size == 0:
+        with path.open("w", newline="") as f:
+          csv.writer(f).writerow(columns)
+      else:
+        # Resuming: keep the existing header so old and new rows line up.
+        with path.open(newline="") as f:
+          self.columns = next(csv.reader(f), columns)
+
+  def write(self, row: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    unknown = set(row) - set(self.columns)
+    if unknown:
+      raise KeyError(f"scalars.csv has no column for {sorted(unknown)}")
+    with self.path.open("a", newline="") as f:
+      csv.writer(f).writerow([_format(row.get(c)) for c in self.columns])
+
+
+def _format(value: Any) -> str:
+  if value is None:
+    return ""
+  if isinstance(value, float):
+    return f"{value:.6g}"
+  return str(value)
+
+
+def drop_rows_after(path: Path, step: int) -> int:
+  """Removes rows logged after `step` (a resumed run replays those steps identically).
+
+  Returns the number of rows removed.
+  """
+  if not path.exists():
+    return 0
+  with path.open(newline="") as f:
+    rows = list(csv.reader(f))
+  if not rows:
+    return 0
+  header, body = rows[0], rows[1:]
+  kept = [r for r in body if r and int(float(r[0])) <= step]
+  if len(kept) != len(body):
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+      csv.writer(f).writerows([header] + kept)
+    tmp.replace(path)
+  return len(body) - len(kept)
+
+
+def read_scalars(path: Path) -> list[dict[str, str]]:
+  """Rows of a scalars.csv as dicts of strings."""
+  with path.open(newline="") as f:
+    return list(csv.DictReader(f))
