@@ -77,7 +77,8 @@ def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
 
 def _setup_logging() -> None:
   """Progress lines reach the console from Python too; Orbax's per-save INFO chatter does not."""
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  for noisy in ("absl", "jax._src.xla_bridge"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
   if not logging.getLogger().handlers and not log.handlers:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s] %(message)s"))
@@ -167,6 +168,9 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
                steps_per_sec=round(result.steps_per_sec, 3))
   if is_writer:
     write_summary(run_dir / rundir.SUMMARY_FILE, summary)
+  log.info("finished at step %d (%s); %s; run directory: %s", result.final_step,
+           result.book.stop_reason or "all steps done",
+           ", ".join(f"{k} {v:.5g}" for k, v in result.book.last_eval.items()), run_dir)
   return Result(run_dir=run_dir, summary=summary, state=result.state)
 
 
