@@ -127,16 +127,20 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
       raise ConfigError(f"{label}={monitor!r} is not an eval metric; choose one of: {', '.join(valid)}")
 
   data_iterator = engine.train_iterator(cfg.data)
+  checkpointer = Checkpointer(run_dir / rundir.CHECKPOINTS_DIR, cfg.checkpoint)
   state, book, start_step = engine.state, Bookkeeping(), 0
   if resume_from is not None:
-    reader = Checkpointer(resume_from, cfg.checkpoint, read_only=True)
+    own = resume_from.absolute() == checkpointer.directory
+    # Another run's checkpoints are only read, never touched.
+    reader = checkpointer if own else Checkpointer(resume_from, cfg.checkpoint, read_only=True)
     step = reader.latest_step()
     if step is not None:
       abstract = abstract_with_shardings(jax.eval_shape(lambda: engine.state), engine.state_shardings)
       state, meta = reader.restore(step, abstract, data_iterator)
       book, start_step = Bookkeeping.from_json(meta), step
       log.info("resumed from %s at step %d", resume_from, step)
-    reader.close()
+    if not own:
+      reader.close()
 
   scalars_path = run_dir / rundir.FACTS_DIR / "scalars.csv"
   if start_step:
@@ -144,7 +148,6 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   is_writer = jax.process_index() == 0
   scalars = ScalarWriter(scalars_path, columns_for(engine.metric_names + engine.eval_metric_names),
                          enabled=is_writer)
-  checkpointer = Checkpointer(run_dir / rundir.CHECKPOINTS_DIR, cfg.checkpoint)
 
   # Compile before the clock starts: steps/s in the summary excludes compilation.
   first_batch_shapes = engine.train_data[0]
@@ -165,7 +168,7 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
 
   summary = _summary(engine, result, compile_seconds, actions)
   events.write("on_train_end", step=result.final_step, stop_reason=result.book.stop_reason,
-               steps_per_sec=round(result.steps_per_sec, 3))
+               steps_per_sec=result.steps_per_sec and round(result.steps_per_sec, 3))
   if is_writer:
     write_summary(run_dir / rundir.SUMMARY_FILE, summary)
   log.info("finished at step %d (%s); %s; run directory: %s", result.final_step,
@@ -211,7 +214,7 @@ def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, acti
       "best_metrics": {saver.monitor: book.best_value} if saver.monitor else {},
       "final_metrics": book.last_eval,
       "stop_reason": book.stop_reason,
-      "train_steps_per_sec": round(result.steps_per_sec, 3),
+      "train_steps_per_sec": result.steps_per_sec and round(result.steps_per_sec, 3),
       "steps_this_session": result.steps_run,
       "compile_seconds": round(compile_seconds, 3),
       "eval_seconds": round(evaluate.seconds, 3),

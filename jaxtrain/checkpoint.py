@@ -52,7 +52,13 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
            metrics: dict[str, float] | None = None) -> bool:
-    """Starts an async save; returns once the device arrays are safe to donate."""
+    """Starts an async save; returns once the device arrays are safe to donate.
+
+    A step that is already on disk is left as it is (a finished run that is
+    started again re-runs its final actions), and False is returned.
+    """
+    if step in self.manager.all_steps():
+      return False
     args = ocp.args.Composite(**{
         STATE: ocp.args.StandardSave(state),
         DATA: grain.checkpoint.CheckpointSave(data_iterator),

@@ -30,8 +30,9 @@ class FitResult:
   stopped_early: bool
 
   @property
-  def steps_per_sec(self) -> float:
-    return self.steps_run / self.loop_seconds if self.loop_seconds > 0 else float("nan")
+  def steps_per_sec(self) -> float | None:
+    """Steps per second of this call (None when it ran no step)."""
+    return self.steps_run / self.loop_seconds if self.steps_run and self.loop_seconds > 0 else None
 
 
 def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iterator: Iterator[Any],

@@ -40,7 +40,8 @@ class SaveCheckpoint(PeriodicAction):
           book.best_value, book.best_step = value, ctx.step
     book.epoch = int(ctx.epoch)
     start = time.perf_counter()
-    self.checkpointer.save(ctx.step, ctx.state, ctx.data_iterator, book.to_json(), metrics=metrics)
+    saved = self.checkpointer.save(ctx.step, ctx.state, ctx.data_iterator, book.to_json(), metrics=metrics)
     self.blocking_seconds += time.perf_counter() - start
-    self.events.write("on_checkpoint", step=ctx.step, epoch=round(ctx.epoch, 4), metrics=metrics,
-                      best_step=book.best_step)
+    if saved:
+      self.events.write("on_checkpoint", step=ctx.step, epoch=round(ctx.epoch, 4), metrics=metrics,
+                        best_step=book.best_step)

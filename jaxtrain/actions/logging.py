@@ -48,6 +48,8 @@ class LogTrainMetrics(PeriodicAction):
     self._prev_time: float | None = None
 
   def run(self, ctx: LoopContext) -> None:
+    if ctx.train_metrics is None:
+      return  # no step ran in this call (a finished run started again)
     now = time.perf_counter()
     rate = None
     if self._prev_step is not None and ctx.step > self._prev_step:
