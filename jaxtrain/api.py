@@ -150,9 +150,9 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
                          enabled=is_writer)
 
   # Compile before the clock starts: steps/s in the summary excludes compilation.
-  first_batch_shapes = engine.train_data[0]
-  engine.train_step.compile(state, engine.put_batch(first_batch_shapes))
-  compile_seconds = engine.train_step.compile_seconds
+  engine.train_step.compile(state, engine.put_batch(engine.train_data[0]))
+  engine.eval_step.compile(state, engine.put_batch(engine.val_data[0]))
+  compile_seconds = engine.train_step.compile_seconds + engine.eval_step.compile_seconds
 
   events.write("on_start", step=start_step, total_steps=engine.total_steps, resumed_from=str(resume_from or ""),
                devices=jax.device_count(), processes=jax.process_count(), mesh=dict(engine.mesh.shape),

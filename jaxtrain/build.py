@@ -20,6 +20,8 @@ from jaxtrain.data.sources import load_splits
 from jaxtrain.errors import ConfigError
 from jaxtrain.tasks.registry import task_class
 
+CACHE_VAL_BYTES = 256 * 2**20
+
 
 @dataclasses.dataclass
 class Engine:
@@ -33,6 +35,7 @@ class Engine:
   eval_step: ShapeCompiledStep
   train_data: Any  # grain.MapDataset of this process's batches
   val_data: Any
+  val_batches: list | None  # the val split already on the devices, when it is small
   put_batch: Callable[[Any], Any]
   num_train: int
   steps_per_epoch: int
@@ -42,7 +45,8 @@ class Engine:
 
   def evaluate(self, state: TrainState) -> dict[str, float]:
     """Exact means of the eval metrics over the whole validation split."""
-    sums = [self.eval_step(state, self.put_batch(batch)) for batch in self.val_data]
+    batches = self.val_batches if self.val_batches is not None else map(self.put_batch, self.val_data)
+    sums = [self.eval_step(state, batch) for batch in batches]
     totals: dict[str, float] = {}
     for batch_sums in jax.device_get(sums):
       for name, value in batch_sums.items():
@@ -108,11 +112,14 @@ def build(spec: RunSpec) -> Engine:
   eval_step = ShapeCompiledStep(task.eval_step(), name="eval_step",
                                 in_shardings=(shardings, jax.tree.map(lambda _: batch_sharding, eval_example)),
                                 out_shardings=replicated, donate_state=False)
+  # A small val split stays on the devices: evaluations then cost only compute.
+  val_bytes = sum(v.nbytes for v in splits.val.values())
+  val_batches = [put_batch(b) for b in val_data] if val_bytes <= CACHE_VAL_BYTES else None
   metric_names = sorted(jax.eval_shape(task.train_step(), abstract_state, _abstract(example))[1])
   eval_names = sorted(k for k in jax.eval_shape(task.eval_step(), abstract_state, _abstract(eval_example))
                       if k != "weight")
   return Engine(mesh=mesh, task=task, state=state, state_shardings=shardings, train_step=train_step,
-                eval_step=eval_step, train_data=train_data, val_data=val_data, put_batch=put_batch,
+                eval_step=eval_step, train_data=train_data, val_data=val_data, val_batches=val_batches, put_batch=put_batch,
                 num_train=splits.num_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                 metric_names=metric_names, eval_metric_names=eval_names)
 

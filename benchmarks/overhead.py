@@ -1,0 +1,252 @@
+"""Overhead of the jaxtrain loop against a bare hand-written `jax.jit` loop (ae-digits).
+
+Both loops train the same model (MLP autoencoder 64-256-256-16-256-256-64, GELU,
+MSE) with the same optimizer (AdamW, lr 1e-3, warmup_cosine with 100 warmup
+steps, weight decay 1e-4 on kernels) on the same batches (batch 256 of
+scikit-learn's digits, in the `ShuffledBatchIndices` order), in one process,
+interleaved `--repeats` times:
+
+- jaxtrain: `jaxtrain.run(jaxtrain.compose([...]))` with the default periodic
+  actions on (train-metric logging every 50 steps, eval every 250, async Orbax
+  checkpoint every 500) and `train_steps_per_sec` read from the summary. That
+  figure excludes compilation and covers the whole loop: Grain iterator and
+  prefetch to device, the step, and every action.
+- bare: `jax.jit(step, donate_argnums=...)`; each step gathers its batch from
+  host memory with numpy and `jax.device_put`s it, as jaxtrain's pipeline
+  does. Timed after a compile + warmup step, with `block_until_ready` at the end.
+
+    python benchmarks/overhead.py --steps 1000 --repeats 5
+    python benchmarks/overhead.py --override data.read_threads=1 --override data.prefetch=2
+
+Prints the machine, one line per run, and a table of medians; `--out FILE`
+appends the results as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def cpu_model() -> str:
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+  import jax
+
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return {
+      "cpu": cpu_model(),
+      "cores": cores,
+      "os": f"{platform.system()} {platform.release()}",
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "device": str(jax.devices()[0]),
+      "device_kind": jax.devices()[0].device_kind,
+      "device_count": jax.device_count(),
+      "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+  }
+
+
+# ---------------------------------------------------------------------------- jaxtrain
+
+
+def run_jaxtrain(steps: int, overrides: Sequence[str], root: Path, index: int) -> dict[str, Any]:
+  """One full `jaxtrain.run`; returns its summary's timing figures."""
+  import jaxtrain
+
+  cfg = jaxtrain.compose([
+      f"trainer.steps={steps}",
+      "trainer.epochs=null",
+      f"run.dir={root / f'jaxtrain_{index}'}",
+      "run.resume=never",
+      "logging.progress=none",
+      *overrides,
+  ])
+  start = time.perf_counter()
+  result = jaxtrain.run(cfg)
+  wall = time.perf_counter() - start
+  s = result.summary
+  return {
+      "steps_per_sec": s["train_steps_per_sec"],
+      "wall_seconds": round(wall, 3),
+      "compile_seconds": s["compile_seconds"],
+      "eval_seconds": s["eval_seconds"],
+      "checkpoint_blocking_seconds": s["checkpoint_blocking_seconds"],
+      "compilations": s["train_step_compilations"],
+      "final_val_loss": s["final_metrics"].get("val/loss"),
+  }
+
+
+# ---------------------------------------------------------------------------- bare loop
+
+
+class BareLoop:
+  """The same training as jaxtrain's default ae-digits run, written by hand."""
+
+  def __init__(self, steps: int, overrides: Sequence[str]):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import jaxtrain
+    from jaxtrain.data.sampling import ShuffledBatchIndices
+    from jaxtrain.data.sources import load_splits
+    from jaxtrain.models.mlp import MLPAutoencoder
+
+    cfg = jaxtrain.compose(list(overrides))  # only for the data split and hyperparameters
+    splits = load_splits(cfg.data)
+    self.train = splits.train
+    self.batch_size = int(cfg.data.batch_size)
+    self.indices = ShuffledBatchIndices(splits.num_train, self.batch_size, int(cfg.data.shuffle_seed))
+    self.steps = steps
+    self.seed = int(cfg.trainer.seed)
+    input_dim = self.train["x"].shape[-1]
+    self.model = MLPAutoencoder(input_dim=input_dim, encoder_widths=tuple(cfg.task.encoder_widths),
+                                latent_dim=int(cfg.task.latent_dim),
+                                decoder_widths=tuple(cfg.task.decoder_widths), activation=cfg.task.activation)
+    o, sch = cfg.optim, cfg.schedule
+    schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, sch.warmup_steps, max(steps, sch.warmup_steps + 1),
+                                                  o.lr * sch.end_lr_factor)
+
+    def adamw(learning_rate):
+      return optax.adamw(learning_rate, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+                         mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
+
+    self.tx = optax.inject_hyperparams(adamw)(learning_rate=schedule)
+    model, tx = self.model, self.tx
+
+    def train_step(params, opt_state, batch):
+      def loss_fn(p):
+        reconstruction, _ = model.apply({"params": p}, batch["x"])
+        return jnp.mean(jnp.square(reconstruction - batch["x"]))
+
+      loss, grads = jax.value_and_grad(loss_fn)(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, loss
+
+    def init(rng):
+      params = model.init(rng, jnp.zeros((1, input_dim), jnp.float32))["params"]
+      return params, tx.init(params)
+
+    self._init = jax.jit(init)
+    self._step = jax.jit(train_step, donate_argnums=(0, 1))
+
+  def batch(self, i: int) -> Any:
+    import jax
+
+    idx = self.indices[i]
+    return jax.device_put({k: v[idx] for k, v in self.train.items()})
+
+  def run(self) -> dict[str, Any]:
+    import jax
+
+    params, opt_state = self._init(jax.random.PRNGKey(self.seed))
+    # Compile and warm up on a throwaway copy, so the timed run starts at step 0.
+    warm_params, warm_opt = jax.tree.map(lambda x: x.copy(), (params, opt_state))
+    start = time.perf_counter()
+    warm = self._step(warm_params, warm_opt, self.batch(0))
+    jax.block_until_ready(warm)
+    compile_seconds = time.perf_counter() - start
+    del warm
+
+    start = time.perf_counter()
+    loss = None
+    for i in range(self.steps):
+      params, opt_state, loss = self._step(params, opt_state, self.batch(i))
+    jax.block_until_ready((params, opt_state, loss))
+    seconds = time.perf_counter() - start
+    return {"steps_per_sec": round(self.steps / seconds, 3), "first_call_seconds": round(compile_seconds, 3),
+            "final_train_loss": float(loss)}
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--steps", type=int, default=1000, help="train steps per run (default 1000)")
+  parser.add_argument("--repeats", type=int, default=5, help="interleaved runs of each loop (default 5)")
+  parser.add_argument("--out", type=Path, default=None, help="append the results as one JSON line to this file")
+  parser.add_argument("--warmup", type=int, default=1,
+                      help="untimed warm-up runs of each loop before the repeats (default 1)")
+  parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                      help="extra jaxtrain config override, e.g. data.read_threads=1 (repeatable)")
+  args = parser.parse_args(argv)
+
+  import absl.logging
+  absl.logging.set_verbosity(absl.logging.WARNING)
+
+  machine = machine_info()
+  print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, python {machine['python']}, "
+        f"jax {machine['jax']}, device {machine['device']} (x{machine['device_count']})")
+  print(f"load average at start: {machine['loadavg_at_start']}")
+  print(f"workload: ae-digits, {args.steps} steps per run, {args.repeats} interleaved repeats"
+        + (f", overrides {args.override}" if args.override else ""))
+
+  bare = BareLoop(args.steps, args.override)
+  runs: dict[str, list[dict[str, Any]]] = {"jaxtrain": [], "bare": []}
+  with tempfile.TemporaryDirectory(prefix="jaxtrain_overhead_") as tmp:
+    # Warm-up: first-run costs (imports, Orbax/Grain thread pools, caches) are not overhead per step.
+    for w in range(args.warmup):
+      bare.run()
+      run_jaxtrain(args.steps, args.override, Path(tmp), -1 - w)
+    for r in range(args.repeats):
+      # Alternate which loop goes first, so drifting machine load hits both alike.
+      order = ("bare", "jaxtrain") if r % 2 == 0 else ("jaxtrain", "bare")
+      for name in order:
+        res = bare.run() if name == "bare" else run_jaxtrain(args.steps, args.override, Path(tmp), r)
+        runs[name].append(res)
+        print(f"  repeat {r + 1}/{args.repeats}  {name:8s}  {res['steps_per_sec']:9.1f} steps/s")
+
+  jt = [r["steps_per_sec"] for r in runs["jaxtrain"]]
+  bl = [r["steps_per_sec"] for r in runs["bare"]]
+  ratios = [a / b for a, b in zip(jt, bl)]  # pairs from the same repeat
+  result = {
+      "benchmark": "overhead",
+      "workload": "ae-digits",
+      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+      "machine": machine,
+      "steps": args.steps,
+      "repeats": args.repeats,
+      "overrides": args.override,
+      "jaxtrain_steps_per_sec_median": round(statistics.median(jt), 1),
+      "bare_steps_per_sec_median": round(statistics.median(bl), 1),
+      "ratio_median": round(statistics.median(ratios), 3),
+      "ratio_of_medians": round(statistics.median(jt) / statistics.median(bl), 3),
+      "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+      "runs": runs,
+  }
+
+  print()
+  print(f"| loop          | median steps/s | min    | max    |")
+  print(f"|---------------|---------------:|-------:|-------:|")
+  print(f"| bare jax.jit  | {statistics.median(bl):14.1f} | {min(bl):6.1f} | {max(bl):6.1f} |")
+  print(f"| jaxtrain      | {statistics.median(jt):14.1f} | {min(jt):6.1f} | {max(jt):6.1f} |")
+  print(f"median ratio jaxtrain/bare (per repeat): {result['ratio_median']:.3f}  "
+        f"(ratios {', '.join(f'{x:.3f}' for x in ratios)}; ratio of medians {result['ratio_of_medians']:.3f})")
+  print(f"load average at end: {result['loadavg_at_end']}")
+  if args.out:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+      f.write(json.dumps(result) + "\n")
+  return result
+
+
+if __name__ == "__main__":
+  main()
