@@ -18,3 +18,42 @@ def tiny_overrides(tmp_path):
   """Overrides for a short run in a temporary run directory."""
   return [f"run.dir={tmp_path / 'run'}", "trainer.steps=40", "trainer.epochs=null", "trainer.log_every=10",
           "trainer.eval_every=20", "checkpoint.every=20", "logging.progress=none"]
+
+
+# ---------------------------------------------------------------------------
+# One short in-process run shared by several test files (run dir, compilation,
+# determinism, checkpoint retention, resume from a path): a run costs seconds.
+
+import logging  # noqa: E402
+import types  # noqa: E402
+
+from _helpers import reference_overrides  # noqa: E402
+
+
+class _MessageCollector(logging.Handler):
+
+  def __init__(self):
+    super().__init__(level=logging.DEBUG)
+    self.messages = []
+
+  def emit(self, record):
+    self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+  """A finished 40-step run, with every message jax logged while `jax.log_compiles` was on."""
+  import jaxtrain
+
+  run_dir = tmp_path_factory.mktemp("reference") / "run"
+  overrides = reference_overrides(run_dir)
+  collector = _MessageCollector()
+  jax_logger = logging.getLogger("jax")
+  jax_logger.addHandler(collector)
+  try:
+    with jax.log_compiles(True):
+      result = jaxtrain.run(jaxtrain.compose(overrides))
+  finally:
+    jax_logger.removeHandler(collector)
+  return types.SimpleNamespace(result=result, run_dir=run_dir, overrides=overrides,
+                               jax_log=collector.messages)

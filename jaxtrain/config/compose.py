@@ -41,7 +41,10 @@ def register() -> None:
   }
   for name, fn in resolvers.items():
     if not OmegaConf.has_resolver(name):
-      OmegaConf.register_new_resolver(name, fn)
+      # Cached: the directories embed a timestamp, and Hydra resolves hydra.sweep.dir
+      # once for the sweep and again for every job (it copies the resolver cache from
+      # the sweep's config to each job's), so uncached each job got its own exp_ dir.
+      OmegaConf.register_new_resolver(name, fn, use_cache=True)
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
