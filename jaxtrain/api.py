@@ -14,15 +14,16 @@ from omegaconf import DictConfig, OmegaConf
 from jaxtrain import build as build_lib
 from jaxtrain.actions.base import Bookkeeping
 from jaxtrain.actions.checkpointing import SaveCheckpoint
-from jaxtrain.actions.early_stopping import EarlyStopping
 from jaxtrain.actions.evaluation import Evaluate
-from jaxtrain.actions.logging import EpochEnd, LiveStats, LogTrainMetrics
-from jaxtrain.actions.progress import make_progress
+from jaxtrain.actions.heartbeat import Heartbeat
+from jaxtrain.actions.standard import standard_actions
 from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, find_checkpoint_dir
 from jaxtrain.config import compose as compose_lib
 from jaxtrain.config.validate import RunSpec, validate
-from jaxtrain.errors import ConfigError
+from jaxtrain.errors import ConfigError, TrainingDiverged
 from jaxtrain.loop import fit
+from jaxtrain.preemption import Preempted, PreemptionWatcher
+from jaxtrain.resume import restore_newest_valid
 from jaxtrain.track import rundir
 from jaxtrain.track.events import EventWriter
 from jaxtrain.track.scalars import ScalarWriter, columns_for, drop_rows_after
@@ -69,6 +70,8 @@ def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
   events = EventWriter(run_dir / rundir.FACTS_DIR / "events.jsonl", enabled=jax.process_index() == 0)
   try:
     return _train(spec, run_dir, resume_from, events)
+  except (Preempted, TrainingDiverged):
+    raise  # orderly endings, already recorded as on_preemption / on_train_end
   except BaseException as err:
     events.write("on_exception", error=type(err).__name__, message=str(err)[:2000],
                  traceback=traceback.format_exc(limit=8)[-4000:])
@@ -118,34 +121,33 @@ def _write_config_records(run_dir: Path, spec: RunSpec, overrides: list[str]) ->
 
 def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: EventWriter) -> Result:
   cfg = spec.config
+  is_writer = jax.process_index() == 0
+  heartbeat = Heartbeat(run_dir / "heartbeat.json", enabled=is_writer)
+  heartbeat.mark(0, "starting")
   engine = build_lib.build(spec)
-  for label, monitor in (("checkpoint.monitor", cfg.checkpoint.monitor),
-                         ("trainer.early_stopping.monitor",
-                          cfg.trainer.early_stopping.monitor if cfg.trainer.early_stopping.enabled else None)):
-    valid = [f"val/{name}" for name in engine.eval_metric_names]
-    if monitor and monitor not in valid:
-      raise ConfigError(f"{label}={monitor!r} is not an eval metric; choose one of: {', '.join(valid)}")
+  _check_monitors(cfg, engine)
 
-  data_iterator = engine.train_iterator(cfg.data)
   checkpointer = Checkpointer(run_dir / rundir.CHECKPOINTS_DIR, cfg.checkpoint)
-  state, book, start_step = engine.state, Bookkeeping(), 0
+  state, book, start_step, data_iterator = engine.state, Bookkeeping(), 0, None
   if resume_from is not None:
     own = resume_from.absolute() == checkpointer.directory
     # Another run's checkpoints are only read, never touched.
     reader = checkpointer if own else Checkpointer(resume_from, cfg.checkpoint, read_only=True)
-    step = reader.latest_step()
-    if step is not None:
-      abstract = abstract_with_shardings(jax.eval_shape(lambda: engine.state), engine.state_shardings)
-      state, meta = reader.restore(step, abstract, data_iterator)
-      book, start_step = Bookkeeping.from_json(meta), step
-      log.info("resumed from %s at step %d", resume_from, step)
+    abstract = abstract_with_shardings(jax.eval_shape(lambda: engine.state), engine.state_shardings)
+    restored = restore_newest_valid(reader, abstract, lambda: engine.train_iterator(cfg.data), quarantine=own)
+    if restored is not None:
+      state, book, start_step, data_iterator, damaged = restored
+      log.info("resumed from %s at step %d", resume_from, start_step)
+      if damaged:
+        events.write("on_exception", error="DamagedCheckpoint", step=start_step,
+                     message=f"damaged checkpoints {damaged} skipped; resumed from step {start_step}")
     if not own:
       reader.close()
+  data_iterator = data_iterator or engine.train_iterator(cfg.data)
 
   scalars_path = run_dir / rundir.FACTS_DIR / "scalars.csv"
   if start_step:
     drop_rows_after(scalars_path, start_step)  # those steps are replayed identically
-  is_writer = jax.process_index() == 0
   scalars = ScalarWriter(scalars_path, columns_for(engine.metric_names + engine.eval_metric_names),
                          enabled=is_writer)
 
@@ -157,49 +159,54 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   events.write("on_start", step=start_step, total_steps=engine.total_steps, resumed_from=str(resume_from or ""),
                devices=jax.device_count(), processes=jax.process_count(), mesh=dict(engine.mesh.shape),
                steps_per_epoch=engine.steps_per_epoch, compile_seconds=round(compile_seconds, 3))
-  actions = _actions(spec, engine, events, scalars, checkpointer, start_step)
+  actions = standard_actions(cfg, engine, events, scalars, checkpointer, heartbeat, start_step)
+  saver = next(a for a in actions if isinstance(a, SaveCheckpoint))
+
+  def emergency_checkpoint(ctx, err: Exception) -> None:
+    """Keeps the progress of a run that failed outside the step, if its state is intact."""
+    if all(not leaf.is_deleted() for leaf in jax.tree.leaves(ctx.state)):
+      saver.run(ctx)
+      checkpointer.wait()
+    heartbeat.mark(ctx.step, "failed", error=type(err).__name__)
+
+  watcher = PreemptionWatcher(cfg.trainer.preemption_signals, sync_point=checkpointer.manager.reached_preemption)
   try:
-    result = fit(state, engine.train_step, data_iterator, actions, start_step=start_step,
-                 total_steps=engine.total_steps, steps_per_epoch=engine.steps_per_epoch, book=book)
+    heartbeat.mark(start_step, "training")
+    with watcher:
+      result = fit(state, engine.train_step, data_iterator, actions, start_step=start_step,
+                   total_steps=engine.total_steps, steps_per_epoch=engine.steps_per_epoch, book=book,
+                   should_stop=watcher.should_stop, on_exception=emergency_checkpoint)
     checkpointer.wait()
   finally:
     checkpointer.close()
     data_iterator.close()
 
+  if result.preempted:
+    events.write("on_preemption", step=result.final_step, signal=watcher.received)
+    heartbeat.mark(result.final_step, "preempted", signal=watcher.received)
+    raise Preempted(watcher.received or "signal", result.final_step)
   summary = _summary(engine, result, compile_seconds, actions)
   events.write("on_train_end", step=result.final_step, stop_reason=result.book.stop_reason,
                steps_per_sec=result.steps_per_sec and round(result.steps_per_sec, 3))
   if is_writer:
     write_summary(run_dir / rundir.SUMMARY_FILE, summary)
+  heartbeat.mark(result.final_step, "finished")
   log.info("finished at step %d (%s); %s; run directory: %s", result.final_step,
            result.book.stop_reason or "all steps done",
            ", ".join(f"{k} {v:.5g}" for k, v in result.book.last_eval.items()), run_dir)
+  if result.diverged:
+    raise TrainingDiverged(result.book.stop_reason)
   return Result(run_dir=run_dir, summary=summary, state=result.state)
 
 
-def _actions(spec: RunSpec, engine: build_lib.Engine, events: EventWriter, scalars: ScalarWriter,
-             checkpointer: Checkpointer, start_step: int) -> list:
-  """Periodic actions, in the order they run after each step."""
-  cfg = spec.config
-  live = LiveStats(step=start_step)
-  ckpt_every = cfg.checkpoint.every
-  # Evaluate on checkpoint steps too, so each checkpoint carries fresh metrics.
-  eval_every = (cfg.trainer.eval_every, ckpt_every) if cfg.checkpoint.monitor else (cfg.trainer.eval_every,)
-  actions: list = [
-      EpochEnd(events, live, engine.steps_per_epoch),
-      Evaluate(engine.evaluate, events, scalars, every_steps=eval_every),
-  ]
-  if cfg.trainer.early_stopping.enabled:
-    actions.append(EarlyStopping(cfg.trainer.early_stopping, every_steps=eval_every))
-  actions.append(SaveCheckpoint(checkpointer, events, cfg.checkpoint.monitor, cfg.checkpoint.mode,
-                                every_steps=ckpt_every))
-  actions.append(LogTrainMetrics(scalars, live, every_steps=cfg.trainer.log_every))
-  if jax.process_index() == 0:
-    progress = make_progress(cfg.logging.progress, engine.total_steps, start_step, live,
-                             cfg.logging.print_every_secs)
-    if progress is not None:
-      actions.append(progress)
-  return actions
+def _check_monitors(cfg: Any, engine: build_lib.Engine) -> None:
+  """checkpoint.monitor and early_stopping.monitor must name an eval metric."""
+  early = cfg.trainer.early_stopping
+  for label, monitor in (("checkpoint.monitor", cfg.checkpoint.monitor),
+                         ("trainer.early_stopping.monitor", early.monitor if early.enabled else None)):
+    valid = [f"val/{name}" for name in engine.eval_metric_names]
+    if monitor and monitor not in valid:
+      raise ConfigError(f"{label}={monitor!r} is not an eval metric; choose one of: {', '.join(valid)}")
 
 
 def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, actions: list) -> dict[str, Any]:
@@ -220,6 +227,7 @@ def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, acti
       "eval_seconds": round(evaluate.seconds, 3),
       "checkpoint_blocking_seconds": round(saver.blocking_seconds, 3),
       "train_step_compilations": engine.train_step.num_compilations,
+      "skipped_updates": int(jax.device_get(result.state.guard.total_skipped)) if result.state.guard else 0,
       "params_fingerprint": params_fingerprint(result.state.params),
       "devices": jax.device_count(),
       "mesh": dict(engine.mesh.shape),

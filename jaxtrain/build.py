@@ -13,6 +13,7 @@ import numpy as np
 from jaxtrain.config.validate import RunSpec
 from jaxtrain.core import mesh as mesh_lib
 from jaxtrain.core.compile import ShapeCompiledStep
+from jaxtrain.core.guard import guarded
 from jaxtrain.core.optim import make_optimizer, make_schedule, optimizer_steps
 from jaxtrain.core.state import TrainState, init_state_fn
 from jaxtrain.data import pipeline
@@ -107,7 +108,11 @@ def build(spec: RunSpec) -> Engine:
   put_batch = pipeline.global_batch_putter(batch_sharding)
   example_shardings = jax.tree.map(lambda _: batch_sharding, example)
   eval_example = val_data[0]
-  train_step = ShapeCompiledStep(task.train_step(), name="train_step",
+  step_fn = task.train_step()
+  if cfg.trainer.skip_nonfinite or cfg.trainer.spike_zscore is not None:
+    step_fn = guarded(step_fn, skip_nonfinite=cfg.trainer.skip_nonfinite, spike_zscore=cfg.trainer.spike_zscore,
+                      spike_window=cfg.trainer.spike_window)
+  train_step = ShapeCompiledStep(step_fn, name="train_step",
                                  in_shardings=(shardings, example_shardings), out_shardings=(shardings, replicated))
   eval_step = ShapeCompiledStep(task.eval_step(), name="eval_step",
                                 in_shardings=(shardings, jax.tree.map(lambda _: batch_sharding, eval_example)),
@@ -115,7 +120,7 @@ def build(spec: RunSpec) -> Engine:
   # A small val split stays on the devices: evaluations then cost only compute.
   val_bytes = sum(v.nbytes for v in splits.val.values())
   val_batches = [put_batch(b) for b in val_data] if val_bytes <= CACHE_VAL_BYTES else None
-  metric_names = sorted(jax.eval_shape(task.train_step(), abstract_state, _abstract(example))[1])
+  metric_names = sorted(jax.eval_shape(step_fn, abstract_state, _abstract(example))[1])
   eval_names = sorted(k for k in jax.eval_shape(task.eval_step(), abstract_state, _abstract(eval_example))
                       if k != "weight")
   return Engine(mesh=mesh, task=task, state=state, state_shardings=shardings, train_step=train_step,

@@ -5,3 +5,9 @@ class ConfigError(ValueError):
   """A bad config value, override, data file or checkpoint, named in the message."""
 
   exit_code = 2
+
+
+class TrainingDiverged(RuntimeError):
+  """Too many consecutive updates were skipped (non-finite or spiking loss)."""
+
+  exit_code = 3

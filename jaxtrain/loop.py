@@ -28,6 +28,12 @@ class FitResult:
   steps_run: int
   loop_seconds: float
   stopped_early: bool
+  preempted: bool = False
+
+  @property
+  def diverged(self) -> bool:
+    """Stopped because too many consecutive updates were skipped."""
+    return bool(self.book.stop_reason and "consecutive updates skipped" in self.book.stop_reason)
 
   @property
   def steps_per_sec(self) -> float | None:
@@ -37,10 +43,15 @@ class FitResult:
 
 def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iterator: Iterator[Any],
         actions: Sequence[PeriodicAction], *, start_step: int, total_steps: int, steps_per_epoch: int,
-        book: Bookkeeping | None = None) -> FitResult:
+        book: Bookkeeping | None = None, should_stop: Callable[[int], bool] | None = None,
+        on_exception: Callable[[LoopContext, Exception], None] | None = None) -> FitResult:
   """Runs `train_step` from `start_step` to `total_steps` (or an early stop).
 
   `train_step` should already be compiled; the loop's timing assumes so.
+  `should_stop(step)` is polled after every step (preemption); when it says
+  yes, the loop ends and only preemption-safe actions run. `on_exception`
+  sees the loop's context before an exception propagates (an emergency
+  checkpoint, say).
   """
   book = book or Bookkeeping()
   ctx = LoopContext(step=start_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, state=state,
@@ -56,14 +67,21 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
       ctx.step += 1
       for action in actions:
         action(ctx)
+      if should_stop is not None and should_stop(ctx.step):
+        ctx.preempted = ctx.stop_requested = True
     jax.block_until_ready(ctx.state)
     loop_seconds = time.perf_counter() - start
     # Final round: actions with at_end run once more unless they just ran.
     ctx.final = True
     for action in actions:
       action(ctx)
+  except Exception as err:
+    if on_exception is not None:
+      on_exception(ctx, err)
+    raise
   finally:
     for action in actions:
       action.close()
   return FitResult(state=ctx.state, book=book, final_step=ctx.step, steps_run=ctx.step - start_step,
-                   loop_seconds=loop_seconds, stopped_early=book.stop_reason is not None)
+                   loop_seconds=loop_seconds, stopped_early=book.stop_reason is not None,
+                   preempted=ctx.preempted)

@@ -17,11 +17,13 @@ from omegaconf import DictConfig
 
 from jaxtrain.config import compose as compose_lib
 from jaxtrain.config.validate import validate
-from jaxtrain.errors import ConfigError
+from jaxtrain.errors import ConfigError, TrainingDiverged
+from jaxtrain.preemption import Preempted
 
 
-def _report(err: ConfigError) -> None:
-  print(f"jaxtrain: error: {err}", file=sys.stderr)
+def _report(err: Exception) -> None:
+  kind = "stopped" if isinstance(err, Preempted) else "error"
+  print(f"jaxtrain: {kind}: {err}", file=sys.stderr)
 
 
 def check_overrides(argv: Sequence[str]) -> None:
@@ -39,9 +41,11 @@ def _job(cfg: DictConfig) -> None:
 
   try:
     run(cfg, run_dir=HydraConfig.get().runtime.output_dir)
-  except ConfigError as err:
+  except (ConfigError, Preempted, TrainingDiverged) as err:
+    # Expected endings: one line and a documented exit code (README,
+    # "When runs get interrupted"), not a traceback.
     _report(err)
-    sys.exit(ConfigError.exit_code)
+    sys.exit(err.exit_code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -47,6 +47,9 @@ class LoopContext:
   book: Bookkeeping
   final: bool = False
   stop_requested: bool = False
+  # Set when a preemption signal stopped the loop: the final round then runs
+  # only the actions that must (the checkpoint), to fit in the grace period.
+  preempted: bool = False
 
   @property
   def epoch(self) -> float:
@@ -58,8 +61,10 @@ class PeriodicAction(abc.ABC):
 
   Due when the step is a multiple of one of `every_steps`, when `every_secs`
   have passed since the last run, when the step is in `on_steps`, or at the
-  end of training if `at_end`.
+  end of training if `at_end` (after a preemption only if `runs_on_preemption`).
   """
+
+  runs_on_preemption = False
 
   def __init__(self, *, every_steps: int | Iterable[int] | None = None, every_secs: float | None = None,
                on_steps: Iterable[int] = (), at_end: bool = True):
@@ -72,17 +77,17 @@ class PeriodicAction(abc.ABC):
     self._last_time = time.monotonic()
     self._last_step: int | None = None
 
-  def due(self, step: int, final: bool) -> bool:
+  def due(self, step: int, final: bool, preempted: bool = False) -> bool:
     if step == self._last_step:
       return False  # never twice for the same step (the final call may repeat it)
     if final:
-      return self.at_end
+      return self.at_end and (self.runs_on_preemption or not preempted)
     if step in self.on_steps or any(step % n == 0 for n in self.every_steps):
       return True
     return self.every_secs is not None and time.monotonic() - self._last_time >= self.every_secs
 
   def __call__(self, ctx: LoopContext) -> None:
-    if self.due(ctx.step, ctx.final):
+    if self.due(ctx.step, ctx.final, ctx.preempted):
       self._last_step = ctx.step
       self._last_time = time.monotonic()
       self.run(ctx)

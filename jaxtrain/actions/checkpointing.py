@@ -8,6 +8,7 @@ from typing import Any
 
 from jaxtrain.actions.base import LoopContext, PeriodicAction
 from jaxtrain.actions.early_stopping import improved
+from jaxtrain.actions.heartbeat import Heartbeat
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.track.events import EventWriter
 
@@ -20,9 +21,12 @@ class SaveCheckpoint(PeriodicAction):
   well, in the bookkeeping, rather than inferred from what Orbax kept.
   """
 
+  runs_on_preemption = True
+
   def __init__(self, checkpointer: Checkpointer, events: EventWriter, monitor: str | None, mode: str,
-               **trigger: Any):
+               heartbeat: Heartbeat | None = None, **trigger: Any):
     super().__init__(**trigger)
+    self.heartbeat = heartbeat
     self.checkpointer = checkpointer
     self.events = events
     self.monitor = monitor
@@ -39,6 +43,8 @@ class SaveCheckpoint(PeriodicAction):
         if improved(value, book.best_value, self.mode):
           book.best_value, book.best_step = value, ctx.step
     book.epoch = int(ctx.epoch)
+    if self.heartbeat is not None:
+      self.heartbeat.mark(ctx.step, "checkpointing")
     start = time.perf_counter()
     saved = self.checkpointer.save(ctx.step, ctx.state, ctx.data_iterator, book.to_json(), metrics=metrics)
     self.blocking_seconds += time.perf_counter() - start

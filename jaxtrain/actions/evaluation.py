@@ -6,6 +6,7 @@ import time
 from typing import Any, Callable
 
 from jaxtrain.actions.base import LoopContext, PeriodicAction
+from jaxtrain.actions.heartbeat import Heartbeat
 from jaxtrain.track.events import EventWriter
 from jaxtrain.track.scalars import ScalarWriter
 
@@ -19,8 +20,9 @@ class Evaluate(PeriodicAction):
   them from `ctx.book.last_eval`."""
 
   def __init__(self, eval_fn: EvalFn, events: EventWriter, scalars: ScalarWriter, split: str = "val",
-               **trigger: Any):
+               heartbeat: Heartbeat | None = None, **trigger: Any):
     super().__init__(**trigger)
+    self.heartbeat = heartbeat
     self.eval_fn = eval_fn
     self.events = events
     self.scalars = scalars
@@ -28,12 +30,19 @@ class Evaluate(PeriodicAction):
     self.seconds = 0.0
 
   def run(self, ctx: LoopContext) -> None:
+    if self.heartbeat is not None:
+      self.heartbeat.mark(ctx.step, "evaluating")
     start = time.perf_counter()
-    results = self.eval_fn(ctx.state)
+    evaluated = {self.split: self.eval_fn(ctx.state)}
+    if getattr(ctx.state, "ema_params", None) is not None:
+      # The EMA weights are evaluated alongside as split "<split>_ema".
+      evaluated[f"{self.split}_ema"] = self.eval_fn(ctx.state.replace(params=ctx.state.ema_params))
     self.seconds += time.perf_counter() - start
-    ctx.book.last_eval = {f"{self.split}/{k}": float(v) for k, v in results.items()}
+    ctx.book.last_eval = {f"{split}/{k}": float(v) for split, results in evaluated.items()
+                          for k, v in results.items()}
     ctx.book.last_eval_step = ctx.step
     self.events.write("on_eval", step=ctx.step, epoch=round(ctx.epoch, 4), split=self.split,
                       metrics=ctx.book.last_eval)
-    self.scalars.write({"step": ctx.step, "epoch": round(ctx.epoch, 4), "split": self.split,
-                        **{k: v for k, v in results.items() if k in self.scalars.columns}})
+    for split, results in evaluated.items():
+      self.scalars.write({"step": ctx.step, "epoch": round(ctx.epoch, 4), "split": split,
+                          **{k: v for k, v in results.items() if k in self.scalars.columns}})

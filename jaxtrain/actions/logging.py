@@ -27,22 +27,28 @@ class LiveStats:
 
   step: int = 0
   loss: float | None = None
+  bad_steps: int = 0  # consecutive skipped updates at `step`
   steps_per_sec: float | None = None
   epoch_time_s: float | None = None
 
 
 class LogTrainMetrics(PeriodicAction):
-  """Writes a `train` row to scalars.csv every N steps.
+  """Writes a `train` row to scalars.csv every `log_every` steps.
 
   At step N it keeps a reference to step N's on-device metrics and writes the
   row of the previous log step, whose values are long computed: no host sync
-  on the device's critical path. `close()` writes the last pending row.
+  on the device's critical path. On `sync_every` steps (the checkpoint steps)
+  the pending row is written at once, so every row up to a checkpoint is on
+  disk when a resume starts from it. `close()` writes the last pending row.
   """
 
-  def __init__(self, scalars: ScalarWriter, live: LiveStats, **trigger: Any):
-    super().__init__(**trigger)
+  def __init__(self, scalars: ScalarWriter, live: LiveStats, log_every: int, sync_every: int | None = None,
+               **trigger: Any):
+    super().__init__(every_steps=(log_every, sync_every or 0), **trigger)
     self.scalars = scalars
     self.live = live
+    self.log_every = log_every
+    self.sync_every = sync_every
     self._pending: tuple[int, float, Any, float, float | None] | None = None
     self._prev_step: int | None = None
     self._prev_time: float | None = None
@@ -50,6 +56,12 @@ class LogTrainMetrics(PeriodicAction):
   def run(self, ctx: LoopContext) -> None:
     if ctx.train_metrics is None:
       return  # no step ran in this call (a finished run started again)
+    if ctx.step % self.log_every == 0 or ctx.final:
+      self._record(ctx)
+    if self.sync_every and ctx.step % self.sync_every == 0:
+      self._flush()
+
+  def _record(self, ctx: LoopContext) -> None:
     now = time.perf_counter()
     rate = None
     if self._prev_step is not None and ctx.step > self._prev_step:
@@ -69,11 +81,32 @@ class LogTrainMetrics(PeriodicAction):
     row.update({k: v for k, v in metrics.items() if k in self.scalars.columns})
     self.scalars.write(row)
     self.live.step, self.live.loss = step, metrics.get("loss")
+    self.live.bad_steps = int(metrics.get("bad_steps", 0))
     if rate is not None:
       self.live.steps_per_sec = rate
 
   def close(self) -> None:
     self._flush()
+
+
+class StopOnBadUpdates(PeriodicAction):
+  """Stops the run once `max_bad_steps` consecutive updates were skipped.
+
+  Reads the count that the train-metric logger brought to the host, so it
+  costs no sync of its own; the skipped steps left the params untouched, so
+  the last checkpoint holds the last good params.
+  """
+
+  def __init__(self, live: LiveStats, max_bad_steps: int, **trigger: Any):
+    super().__init__(at_end=False, **trigger)
+    self.live = live
+    self.max_bad_steps = max_bad_steps
+
+  def run(self, ctx: LoopContext) -> None:
+    if self.live.bad_steps >= self.max_bad_steps:
+      ctx.book.stop_reason = (f"{self.live.bad_steps} consecutive updates skipped at step {self.live.step} "
+                              f"(non-finite or spiking loss; trainer.max_bad_steps={self.max_bad_steps})")
+      ctx.stop_requested = True
 
 
 class EpochEnd(PeriodicAction):

@@ -99,6 +99,17 @@ class TrainerConfig:
   log_every: int = 50
   eval_every: int = 200
   ema_decay: Optional[float] = None
+  # A step whose loss or gradient norm is NaN/Inf leaves the state unchanged.
+  skip_nonfinite: bool = True
+  # Stop after this many consecutive skipped steps (0 = never stop).
+  max_bad_steps: int = 20
+  # Also skip steps whose loss is this many std above the recent mean (null = off).
+  spike_zscore: Optional[float] = None
+  spike_window: int = 100
+  # heartbeat.json is rewritten at least this often while training.
+  heartbeat_secs: float = 30.0
+  # Signals that mean "checkpoint now and exit for a requeue" (SLURM: add SIGUSR1).
+  preemption_signals: list[str] = dataclasses.field(default_factory=lambda: ["SIGTERM", "SIGINT"])
   early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
 
 

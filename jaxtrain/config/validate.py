@@ -98,6 +98,11 @@ def _check_values(c: Config) -> None:
   _positive("trainer.eval_every", t.eval_every)
   if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
     raise ConfigError(f"trainer.ema_decay={t.ema_decay}: must be in (0, 1) or null")
+  if t.max_bad_steps < 0:
+    raise ConfigError(f"trainer.max_bad_steps={t.max_bad_steps}: must be >= 0 (0 = never stop)")
+  _positive("trainer.spike_zscore", t.spike_zscore, allow_none=True)
+  _positive("trainer.spike_window", t.spike_window)
+  _positive("trainer.heartbeat_secs", t.heartbeat_secs)
   _choice("trainer.early_stopping.mode", t.early_stopping.mode, MODES)
   _positive("trainer.early_stopping.patience", t.early_stopping.patience)
   _positive("data.batch_size", c.data.batch_size)

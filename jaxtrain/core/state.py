@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxtrain.core.guard_state import GuardState
+
 
 @struct.dataclass
 class TrainState:
@@ -25,6 +27,8 @@ class TrainState:
   model_state: Any = struct.field(default_factory=dict)  # e.g. BatchNorm statistics
   ema_params: Any = None
   extra: Any = struct.field(default_factory=dict)
+  # Bad-update counters and loss statistics (see core/guard.py).
+  guard: Any = None
   tx: optax.GradientTransformation = struct.field(pytree_node=False, default=None)
   ema_decay: float | None = struct.field(pytree_node=False, default=None)
 
@@ -40,6 +44,7 @@ class TrainState:
         model_state={} if model_state is None else model_state,
         ema_params=jax.tree.map(jnp.copy, params) if ema_decay else None,
         extra={} if extra is None else extra,
+        guard=GuardState(),
         tx=tx,
         ema_decay=ema_decay,
     )

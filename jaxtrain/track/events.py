@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-EVENTS = ("on_start", "on_eval", "on_checkpoint", "on_epoch_end", "on_train_end", "on_exception")
+EVENTS = ("on_start", "on_eval", "on_checkpoint", "on_epoch_end", "on_train_end", "on_exception", "on_preemption")
 
 
 class EventWriter:

@@ -1,0 +1,55 @@
+"""The standard set of periodic actions, in the order they run after each step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from jaxtrain.actions.base import PeriodicAction
+from jaxtrain.actions.checkpointing import SaveCheckpoint
+from jaxtrain.actions.early_stopping import EarlyStopping
+from jaxtrain.actions.evaluation import Evaluate
+from jaxtrain.actions.heartbeat import BeatWhileTraining, Heartbeat
+from jaxtrain.actions.logging import EpochEnd, LiveStats, LogTrainMetrics, StopOnBadUpdates
+from jaxtrain.actions.progress import make_progress
+from jaxtrain.checkpoint import Checkpointer
+from jaxtrain.faults import fault_from_env
+from jaxtrain.track.events import EventWriter
+from jaxtrain.track.scalars import ScalarWriter
+
+
+def standard_actions(cfg: Any, engine: Any, events: EventWriter, scalars: ScalarWriter,
+                     checkpointer: Checkpointer, heartbeat: Heartbeat, start_step: int) -> list[PeriodicAction]:
+  """epoch end · evaluate · early stop · checkpoint · log · bad-update stop · heartbeat · progress · fault.
+
+  Order matters: evaluation first so that early stopping and the checkpoint
+  see this step's metrics; the checkpoint before logging, which syncs its
+  pending row on checkpoint steps; an injected fault last, so that at a
+  checkpoint step it strikes while the async save is in flight.
+  """
+  live = LiveStats(step=start_step)
+  ckpt_every = cfg.checkpoint.every
+  # Evaluate on checkpoint steps too, so each checkpoint carries fresh metrics.
+  eval_every = (cfg.trainer.eval_every, ckpt_every) if cfg.checkpoint.monitor else (cfg.trainer.eval_every,)
+  actions: list[PeriodicAction] = [
+      EpochEnd(events, live, engine.steps_per_epoch),
+      Evaluate(engine.evaluate, events, scalars, heartbeat=heartbeat, every_steps=eval_every),
+  ]
+  if cfg.trainer.early_stopping.enabled:
+    actions.append(EarlyStopping(cfg.trainer.early_stopping, every_steps=eval_every))
+  actions.append(SaveCheckpoint(checkpointer, events, cfg.checkpoint.monitor, cfg.checkpoint.mode,
+                                heartbeat=heartbeat, every_steps=ckpt_every))
+  actions.append(LogTrainMetrics(scalars, live, log_every=cfg.trainer.log_every, sync_every=ckpt_every))
+  if cfg.trainer.max_bad_steps:
+    actions.append(StopOnBadUpdates(live, cfg.trainer.max_bad_steps, every_steps=cfg.trainer.log_every))
+  actions.append(BeatWhileTraining(heartbeat, every_secs=cfg.trainer.heartbeat_secs))
+  if jax.process_index() == 0:
+    progress = make_progress(cfg.logging.progress, engine.total_steps, start_step, live,
+                             cfg.logging.print_every_secs)
+    if progress is not None:
+      actions.append(progress)
+  fault = fault_from_env()
+  if fault is not None:
+    actions.append(fault)
+  return actions

@@ -1,0 +1,59 @@
+"""Restoring a run from its newest valid checkpoint.
+
+A checkpoint killed mid-save never counts (Orbax only lists committed steps).
+A committed one that cannot be read (truncated file, missing item) is reported
+in one line and renamed aside, never deleted, and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from jaxtrain.actions.base import Bookkeeping
+from jaxtrain.checkpoint import Checkpointer
+from jaxtrain.errors import ConfigError
+
+log = logging.getLogger("jaxtrain")
+
+DAMAGED_SUFFIX = ".damaged"
+
+
+def restore_newest_valid(reader: Checkpointer, abstract_state: Any, make_iterator: Callable[[], Any],
+                         quarantine: bool) -> tuple[Any, Bookkeeping, int, Any, list[int]] | None:
+  """Tries checkpoints from the newest back.
+
+  Returns `(state, bookkeeping, step, data_iterator, damaged_steps)`, or None
+  when there is no checkpoint at all. With `quarantine` (the run's own
+  directory), a damaged step folder is renamed `<step>.damaged-<time>` so the
+  resumed run can write that step again.
+  """
+  steps = sorted(reader.all_steps(), reverse=True)
+  damaged: list[int] = []
+  for step in steps:
+    iterator = make_iterator()
+    try:
+      state, meta = reader.restore(step, abstract_state, iterator)
+    except ConfigError as err:
+      iterator.close()
+      damaged.append(step)
+      log.warning("%s; falling back to the previous checkpoint", err)
+      if quarantine:
+        _set_aside(reader.directory / str(step))
+      continue
+    if damaged and quarantine:
+      reader.manager.reload()  # forget the renamed steps
+    return state, Bookkeeping.from_json(meta), step, iterator, damaged
+  if damaged:
+    raise ConfigError(f"{reader.directory}: every checkpoint is damaged (steps {sorted(damaged)}); "
+                      "they were kept; start a new run.dir or repair them")
+  return None
+
+
+def _set_aside(path: Path) -> None:
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}-{stamp}")
+  path.rename(target)
+  log.warning("kept the damaged checkpoint as %s", target)
