@@ -8,14 +8,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from jaxtrain.actions.progress import MODES as PROGRESS
 from jaxtrain.config.schema import Config
+from jaxtrain.core.mesh import PARAM_RULES
+from jaxtrain.core.optim import OPTIMIZERS, SCHEDULES
 from jaxtrain.errors import ConfigError
 
 MODES = ("min", "max")
-OPTIMIZERS = ("adam", "adamw", "sgd", "lion")
-SCHEDULES = ("constant", "warmup_cosine", "linear_warmup", "step_decay", "cosine_restarts")
-PARAM_RULES = ("replicate", "fsdp", "auto")
-PROGRESS = ("auto", "bar", "plain", "none")
 
 
 @dataclasses.dataclass(frozen=True)
