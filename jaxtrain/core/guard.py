@@ -3,6 +3,8 @@ and (optionally) loss spikes far above the recent average."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -23,6 +25,7 @@ def guarded(train_step: TrainStep, *, skip_nonfinite: bool = True, spike_zscore:
   """
   decay = 1.0 - 1.0 / max(2, spike_window)
 
+  @functools.wraps(train_step)  # keeps the name jax logs compilations under
   def step(state, batch):
     new_state, metrics = train_step(state, batch)
     loss = metrics["loss"].astype(jnp.float32)
