@@ -146,8 +146,9 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   data_iterator = data_iterator or engine.train_iterator(cfg.data)
 
   scalars_path = run_dir / rundir.FACTS_DIR / "scalars.csv"
-  if start_step:
-    drop_rows_after(scalars_path, start_step)  # those steps are replayed identically
+  # Rows after the restored step are replayed identically; at step 0 (a run
+  # killed before its first checkpoint, restarted in its own directory) that is all of them.
+  drop_rows_after(scalars_path, start_step)
   scalars = ScalarWriter(scalars_path, columns_for(engine.metric_names + engine.eval_metric_names),
                          enabled=is_writer)
 

@@ -59,3 +59,10 @@ def checkpoint_steps(run_dir: Path) -> set[int]:
   """Steps of the finished checkpoints on disk."""
   ckpt = Path(run_dir) / "checkpoints"
   return {int(p.name) for p in ckpt.iterdir() if p.name.isdigit()} if ckpt.is_dir() else set()
+
+
+def cached_cli_env(cache_dir: Path | str, **extra: str) -> dict[str, str]:
+  """`cli_env` plus a persistent JAX compilation cache shared by the subprocesses of a test module:
+  the second and later runs of the same config skip XLA compilation (same executables, same results)."""
+  return cli_env(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)

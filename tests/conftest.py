@@ -57,3 +57,9 @@ def reference_run(tmp_path_factory):
     jax_logger.removeHandler(collector)
   return types.SimpleNamespace(result=result, run_dir=run_dir, overrides=overrides,
                                jax_log=collector.messages)
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+  """A persistent JAX compilation cache directory for CLI subprocesses (see _helpers.cached_cli_env)."""
+  return tmp_path_factory.mktemp("jax_compilation_cache")
