@@ -33,11 +33,18 @@ def _train(run_dir: Path, overrides: Sequence[str], fault: str | None = None) ->
   return subprocess.run(command, env=env, capture_output=True, text=True)
 
 
-def _curves(run_dir: Path) -> dict[tuple[str, str], list[str]]:
-  """(split, step) -> the row's values, without wall-clock columns."""
+def _curves(run_dir: Path) -> dict[tuple[str, str], list[list[str]]]:
+  """(split, step) -> the values of every row logged for it, without wall-clock columns.
+
+  A list per key, so a row logged twice (a replayed step) shows up as a difference.
+  """
   with (run_dir / "facts" / "scalars.csv").open(newline="") as f:
     rows = list(csv.DictReader(f))
-  return {(r["split"], r["step"]): [v for k, v in sorted(r.items()) if k not in IGNORED_COLUMNS] for r in rows}
+  curves: dict[tuple[str, str], list[list[str]]] = {}
+  for r in rows:
+    curves.setdefault((r["split"], r["step"]), []).append(
+        [v for k, v in sorted(r.items()) if k not in IGNORED_COLUMNS])
+  return curves
 
 
 def _fingerprint(run_dir: Path) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,25 @@ def test_verify_detects_mismatch(tmp_path, monkeypatch):
       "train@10"]
   monkeypatch.setattr(verify_resume, "verify", lambda *a, **k: report)
   assert verify_resume.main(["--at", "7"]) == 1
+
+
+def test_verify_detects_a_row_logged_twice(tmp_path, monkeypatch):
+  # A replayed step logged again (same values) is a difference too.
+  train, _ = _fake_train({"uninterrupted": "aaa", "interrupted": "aaa"},
+                         {"uninterrupted": "0.5", "interrupted": "0.5,123\n10,train,0.5"})
+  monkeypatch.setattr(verify_resume, "_train", train)
+  report = verify_resume.verify([], tmp_path / "dup", at=7, kind="sigkill", seed=0)
+  assert report["match"] is False and report["curve_rows_differing"] == ["train@10"]
+
+
+@pytest.mark.slow
+def test_default_config_as_shipped(tmp_path):
+  """The command exactly as a user types it, on the default config with one device, no overrides."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run([sys.executable, "-m", "jaxtrain.verify_resume", "--workdir", str(tmp_path)],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  report = json.loads(proc.stdout[proc.stdout.index("{"):proc.stdout.rindex("}") + 1])
+  assert report["match"] and report["curve_rows_compared"] > 40
+  summary = json.loads((tmp_path / "uninterrupted" / "summary.json").read_text())
+  assert summary["final_step"] == 2000 and summary["final_metrics"]["val/mse"] < 0.02
