@@ -24,6 +24,8 @@ class DataConfig:
   val_fraction: float = 0.2
   split_seed: int = 0
   shuffle_seed: int = 0
+  # Grain read threads and their buffer (0 = read in the loop's thread), and
+  # how many batches a separate thread puts on the devices ahead (0 = inline).
   read_threads: int = 2
   prefetch: int = 4
   device_prefetch: int = 2

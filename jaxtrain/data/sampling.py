@@ -39,7 +39,9 @@ class ShuffledBatchIndices:
   def __getitem__(self, index: int) -> np.ndarray:
     start = index * self.batch_size
     positions = np.arange(start, start + self.batch_size)
-    epochs, offsets = np.divmod(positions, self.num_examples)
-    if epochs[0] == epochs[-1]:
-      return self.epoch_order(int(epochs[0]))[offsets]
-    return np.array([self.epoch_order(int(e))[o] for e, o in zip(epochs, offsets)])
+    first, last = (start // self.num_examples, (start + self.batch_size - 1) // self.num_examples)
+    if first == last:
+      return self.epoch_order(first)[positions - first * self.num_examples]
+    # The batch straddles epoch boundaries: index into the epochs' orders laid end to end.
+    orders = np.concatenate([self.epoch_order(e) for e in range(first, last + 1)])
+    return orders[positions - first * self.num_examples]
