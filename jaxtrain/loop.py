@@ -33,7 +33,7 @@ class FitResult:
   @property
   def diverged(self) -> bool:
     """Stopped because too many consecutive updates were skipped."""
-    return bool(self.book.stop_reason and "consecutive updates skipped" in self.book.stop_reason)
+    return self.book.diverged
 
   @property
   def steps_per_sec(self) -> float | None:

@@ -20,6 +20,7 @@ class Bookkeeping:
   early_stopping_best: float | None = None
   early_stopping_bad_evals: int = 0
   stop_reason: str | None = None
+  diverged: bool = False  # stopped by trainer.max_bad_steps
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

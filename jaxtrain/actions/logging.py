@@ -106,6 +106,7 @@ class StopOnBadUpdates(PeriodicAction):
     if self.live.bad_steps >= self.max_bad_steps:
       ctx.book.stop_reason = (f"{self.live.bad_steps} consecutive updates skipped at step {self.live.step} "
                               f"(non-finite or spiking loss; trainer.max_bad_steps={self.max_bad_steps})")
+      ctx.book.diverged = True
       ctx.stop_requested = True
 
 
