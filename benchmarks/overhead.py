@@ -234,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   }
 
   print()
-  print(f"| loop          | median steps/s | min    | max    |")
-  print(f"|---------------|---------------:|-------:|-------:|")
+  print("| loop          | median steps/s | min    | max    |")
+  print("|---------------|---------------:|-------:|-------:|")
   print(f"| bare jax.jit  | {statistics.median(bl):14.1f} | {min(bl):6.1f} | {max(bl):6.1f} |")
   print(f"| jaxtrain      | {statistics.median(jt):14.1f} | {min(jt):6.1f} | {max(jt):6.1f} |")
   print(f"median ratio jaxtrain/bare (per repeat): {result['ratio_median']:.3f}  "

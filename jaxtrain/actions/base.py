@@ -12,7 +12,6 @@ from typing import Any, Iterable
 class Bookkeeping:
   """The loop's small host-side record, saved in every checkpoint as JSON."""
 
-  epoch: int = 0
   best_step: int | None = None
   best_value: float | None = None
   last_eval_step: int | None = None

@@ -42,7 +42,6 @@ class SaveCheckpoint(PeriodicAction):
         metrics = {self.monitor: value}
         if improved(value, book.best_value, self.mode):
           book.best_value, book.best_step = value, ctx.step
-    book.epoch = int(ctx.epoch)
     if self.heartbeat is not None:
       self.heartbeat.mark(ctx.step, "checkpointing")
     start = time.perf_counter()

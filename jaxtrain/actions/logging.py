@@ -123,6 +123,5 @@ class EpochEnd(PeriodicAction):
     now = time.perf_counter()
     self.live.epoch_time_s = now - self._epoch_start
     self._epoch_start = now
-    ctx.book.epoch = int(round(ctx.epoch))
-    self.events.write("on_epoch_end", step=ctx.step, epoch=ctx.book.epoch,
+    self.events.write("on_epoch_end", step=ctx.step, epoch=int(round(ctx.epoch)),
                       epoch_time_s=round(self.live.epoch_time_s, 4))

@@ -32,7 +32,6 @@ class ShapeCompiledStep:
     self._jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
                            donate_argnums=(0,) if donate_state else ())
     self._compiled: dict[tuple, Any] = {}
-    self._last_key: tuple | None = None
     self._last_exe: Any = None
     self._last_quick_key: tuple | None = None
     self.compile_seconds = 0.0
@@ -53,7 +52,7 @@ class ShapeCompiledStep:
       if len(self._compiled) > 1:
         log.warning("%s compiled again for a new batch shape %s (%d shapes so far); "
                     "pad or drop ragged batches to avoid recompiling", self.name, key, len(self._compiled))
-    self._last_key, self._last_exe = key, exe
+    self._last_exe = exe
     return exe
 
   def __call__(self, state: Any, batch: Any) -> Any:
@@ -61,7 +60,7 @@ class ShapeCompiledStep:
     # paths costs ~7x more and is needed only when compiling).
     quick_key = tuple((leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(batch))
     if quick_key != self._last_quick_key:
-      self._last_exe = self.compile(state, batch)
+      self.compile(state, batch)  # sets _last_exe
       self._last_quick_key = quick_key
     return self._last_exe(state, batch)
 

@@ -16,6 +16,7 @@ import numpy as np
 from jaxtrain.config.schema import DataConfig
 from jaxtrain.data.sampling import ShuffledBatchIndices
 from jaxtrain.data.sources import Arrays
+from jaxtrain.errors import ConfigError
 
 
 class ArraySource:
@@ -36,7 +37,7 @@ def per_process_batch_size(global_batch_size: int) -> int:
   """This process's share of the global batch."""
   count = jax.process_count()
   if global_batch_size % count:
-    raise ValueError(f"data.batch_size={global_batch_size} is not divisible by {count} processes")
+    raise ConfigError(f"data.batch_size={global_batch_size} is not divisible by {count} processes")
   return global_batch_size // count
 
 
