@@ -95,7 +95,8 @@ def build(spec: RunSpec) -> Engine:
   total_steps = total_train_steps(cfg.trainer.steps, cfg.trainer.epochs, steps_per_epoch)
   schedule = make_schedule(cfg.schedule, cfg.optim.lr, optimizer_steps(total_steps, cfg.optim.accumulate))
   tx = make_optimizer(cfg.optim, schedule)
-  init = init_state_fn(task.init, tx, cfg.trainer.ema_decay)
+  task.total_steps = total_steps
+  init = init_state_fn(task.init, tx, cfg.trainer.ema_decay, task.init_extra)
   rng = jax.random.PRNGKey(cfg.trainer.seed)
   abstract_state = jax.eval_shape(init, rng)
   shardings = mesh_lib.state_shardings(abstract_state, mesh, cfg.mesh.params, cfg.mesh.fsdp_min_size)

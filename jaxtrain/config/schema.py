@@ -32,6 +32,22 @@ class DataConfig:
 
 
 @dataclasses.dataclass
+class ModelConfig:
+  """Model components picked by the groups model/encoder, model/latent and model/decoder.
+
+  Each component node is checked against its registered dataclass
+  (jaxtrain/models/registry.py); tasks that declare a `model` field receive
+  the typed result.
+  """
+
+  encoder: Any = dataclasses.field(default_factory=lambda: {"name": "mlp"})
+  latent: Any = dataclasses.field(default_factory=lambda: {"name": "none"})
+  decoder: Any = dataclasses.field(default_factory=lambda: {"name": "mlp"})
+  # Width of the encoder's output and the decoder's input.
+  latent_dim: int = 16
+
+
+@dataclasses.dataclass
 class OptimConfig:
   """Optimizer, clipping, weight decay, accumulation and freezing."""
 
@@ -158,6 +174,7 @@ class Config:
   # The task node is checked against the selected task's own dataclass.
   task: Any = MISSING
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
   schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
   mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)

@@ -54,7 +54,20 @@ def validate(cfg: DictConfig) -> RunSpec:
     valid = ", ".join(f.name for f in dataclasses.fields(cls.config_class))
     raise ConfigError(f"task.{key}: {_first_line(err)} (task {task_node.name!r} keys: {valid})") from None
   _check_values(typed)
+  typed.model = _typed_model(typed.model)
+  if "model" in {f.name for f in dataclasses.fields(task_cfg)}:
+    task_cfg.model = typed.model  # the task reads its components from its own config
   return RunSpec(config=typed, task=task_cfg, raw=raw)
+
+
+def _typed_model(model: Any) -> Any:
+  """ModelConfig with each component node turned into its registered dataclass."""
+  from jaxtrain.models.registry import KINDS, typed_component
+
+  nodes = {kind: OmegaConf.create(getattr(model, kind)) for kind in KINDS}
+  if model.latent_dim <= 0:
+    raise ConfigError(f"model.latent_dim={model.latent_dim}: must be a positive number")
+  return dataclasses.replace(model, **{kind: typed_component(kind, node) for kind, node in nodes.items()})
 
 
 def _known_keys_only(raw: DictConfig) -> DictConfig:

@@ -65,15 +65,20 @@ class TrainState:
 
 
 def init_state_fn(init_params: Callable[[jax.Array], tuple[Any, Any]], tx: optax.GradientTransformation,
-                  ema_decay: float | None = None) -> Callable[[jax.Array], TrainState]:
+                  ema_decay: float | None = None,
+                  init_extra: Callable[[jax.Array], Any] | None = None) -> Callable[[jax.Array], TrainState]:
   """Returns `rng -> TrainState`, suitable for `jax.jit(..., out_shardings=...)`.
 
-  `init_params(rng)` returns `(params, model_state)`.
+  `init_params(rng)` returns `(params, model_state)`; `init_extra(rng)`, when
+  given, returns the task's `extra` state.
   """
 
   def init(rng: jax.Array) -> TrainState:
     init_rng, state_rng = jax.random.split(rng)
     params, model_state = init_params(init_rng)
-    return TrainState.create(params=params, tx=tx, rng=state_rng, model_state=model_state, ema_decay=ema_decay)
+    # The extra state draws from its own key, so adding it leaves params unchanged.
+    extra = init_extra(jax.random.fold_in(init_rng, 1)) if init_extra is not None else None
+    return TrainState.create(params=params, tx=tx, rng=state_rng, model_state=model_state, ema_decay=ema_decay,
+                             extra=extra)
 
   return init

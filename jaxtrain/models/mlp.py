@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
+
+from jaxtrain.models.registry import Shapes, register_component
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": nn.gelu,
@@ -53,3 +57,51 @@ class MLPAutoencoder(nn.Module):
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     latent = self.encoder(x)
     return self.decoder(latent), latent
+
+
+# ---------------------------------------------------------------------------
+# Components: model/encoder=mlp and model/decoder=mlp.
+
+
+@dataclasses.dataclass
+class MLPComponentConfig:
+  name: str = "mlp"
+  widths: list[int] = dataclasses.field(default_factory=lambda: [256, 256])
+  activation: str = "gelu"
+
+
+class MLPEncoder(nn.Module):
+  """Flattens each example and maps it to `out_dim` features."""
+
+  widths: Sequence[int]
+  out_dim: int
+  activation: str = "gelu"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    return MLP(self.widths, self.out_dim, self.activation, name="mlp")(x.reshape(x.shape[0], -1))
+
+
+class MLPDecoder(nn.Module):
+  """Maps a latent vector to one example of `output_shape`."""
+
+  widths: Sequence[int]
+  output_shape: tuple[int, ...]
+  activation: str = "gelu"
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+    flat = MLP(self.widths, math.prod(self.output_shape), self.activation, name="mlp")(z)
+    return flat.reshape((z.shape[0],) + tuple(self.output_shape))
+
+
+@register_component("encoder", "mlp", MLPComponentConfig, store_config=False)
+def build_mlp_encoder(cfg: MLPComponentConfig, shapes: Shapes) -> nn.Module:
+  activation_by_name(cfg.activation)
+  return MLPEncoder(tuple(cfg.widths), shapes.latent_dim, cfg.activation)
+
+
+@register_component("decoder", "mlp", MLPComponentConfig, store_config=False)
+def build_mlp_decoder(cfg: MLPComponentConfig, shapes: Shapes) -> nn.Module:
+  activation_by_name(cfg.activation)
+  return MLPDecoder(tuple(cfg.widths), tuple(shapes.output_shape), cfg.activation)

@@ -18,10 +18,16 @@ class Task(abc.ABC):
   The engine builds a task as `TaskClass(config, example_batch)`, where
   `config` is an instance of `config_class` and `example_batch` is one host
   batch (numpy arrays) from the training pipeline, so that input sizes come
-  from the data rather than from the config.
+  from the data rather than from the config. A `config_class` with a `model`
+  field receives the typed model components (model/encoder, model/latent,
+  model/decoder; see jaxtrain/models/registry.py) there.
+
+  Before calling `init` or `train_step`, the engine sets `total_steps` (the
+  run's length in train steps), for tasks that build schedules of their own.
   """
 
   config_class: type
+  total_steps: int | None = None
 
   def __init__(self, config: Any, example_batch: Mapping[str, np.ndarray]):
     self.config = config
@@ -31,10 +37,38 @@ class Task(abc.ABC):
   def init(self, rng: jax.Array) -> tuple[Any, Any]:
     """Returns `(params, model_state)` for a fresh model."""
 
+  def init_extra(self, rng: jax.Array) -> Any:
+    """State beyond params and optimizer state that the task's own step updates
+    (a discriminator with its optimizer state, say). It lives in
+    `TrainState.extra`: sharded, checkpointed and donated with the rest."""
+    del rng
+    return {}
+
   @abc.abstractmethod
   def loss(self, params: Any, model_state: Any, batch: Mapping[str, jax.Array], rng: jax.Array,
            train: bool) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
     """Returns `(loss, (metrics, new_model_state))`; metrics are weighted batch means."""
+
+  # Optional views used by evaluators and plots (recall@K, latent projections,
+  # reconstruction grids, generated samples). A task that does not override one
+  # simply does not offer it; see `supports`. All are pure and jit-able.
+
+  def embed(self, params: Any, model_state: Any, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """One vector per example, [B, D]: the latent code or embedding."""
+    raise NotImplementedError
+
+  def reconstruct(self, params: Any, model_state: Any, batch: Mapping[str, jax.Array],
+                  rng: jax.Array) -> jax.Array:
+    """The model's reconstruction of batch["x"], same shape."""
+    raise NotImplementedError
+
+  def sample(self, params: Any, model_state: Any, rng: jax.Array, num: int) -> jax.Array:
+    """`num` generated examples shaped like batch["x"] rows."""
+    raise NotImplementedError
+
+  def supports(self, view: str) -> bool:
+    """Whether this task overrides the optional view `view` (embed, reconstruct, sample)."""
+    return getattr(type(self), view) is not getattr(Task, view)
 
   def train_step(self) -> TrainStep:
     """The pure train step; override for several optimizers or custom updates."""

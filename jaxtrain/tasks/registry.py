@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import os
+import pkgutil
 from typing import Callable, TypeVar
 
 from hydra.core.config_store import ConfigStore
@@ -18,7 +19,15 @@ T = TypeVar("T", bound=type)
 
 ENTRY_POINT_GROUP = "jaxtrain.tasks"
 PLUGINS_ENV = "JAXTRAIN_PLUGINS"
-_BUILTIN_MODULES = ("jaxtrain.tasks.autoencoder",)
+_NOT_TASKS = ("base", "registry")
+
+
+def _builtin_modules() -> list[str]:
+  """Every module of jaxtrain.tasks except the machinery: one file per task."""
+  import jaxtrain.tasks
+
+  return [f"jaxtrain.tasks.{m.name}" for m in pkgutil.iter_modules(jaxtrain.tasks.__path__)
+          if m.name not in _NOT_TASKS]
 
 
 def register_task(name: str, *, store_config: bool = True) -> Callable[[T], T]:
@@ -43,7 +52,7 @@ def register_task(name: str, *, store_config: bool = True) -> Callable[[T], T]:
 
 def load_plugins() -> None:
   """Imports built-in tasks, entry-point plugins and modules named in JAXTRAIN_PLUGINS."""
-  modules = list(_BUILTIN_MODULES)
+  modules = _builtin_modules()
   modules += [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
   for module in modules:
     try:
