@@ -56,3 +56,24 @@ def test_local_launcher_rejects_a_bad_device_count(tmp_path):
                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
   assert proc.returncode == 2
   assert proc.stderr.strip().count("\n") == 0 and "--cpu-devices" in proc.stderr
+
+
+def test_readme_custom_encoder_trains_with_the_builtin_autoencoder(tmp_path):
+  block = next(b for b in _python_blocks((ROOT / "README.md").read_text()) if "register_component" in b)
+  package = tmp_path / "mypkg"
+  package.mkdir()
+  (package / "__init__.py").write_text("")
+  (package / "encoders.py").write_text(block)
+  env = dict(os.environ, JAXTRAIN_PLUGINS="mypkg.encoders",
+             PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+  run_dir = tmp_path / "run"
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxtrain.main", "model/encoder=residual", "model.encoder.width=64", "trainer.steps=60",
+       "trainer.epochs=null", "trainer.eval_every=30", "checkpoint.every=30", "logging.progress=none",
+       f"run.dir={run_dir}"],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  config = (run_dir / ".hydra" / "config.yaml").read_text()
+  assert "name: residual" in config and "width: 64" in config
+  evals = [e["metrics"]["val/mse"] for e in _events(run_dir) if e["event"] == "on_eval"]
+  assert len(evals) == 2 and evals[-1] < evals[0], evals
