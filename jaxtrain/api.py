@@ -201,7 +201,7 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
 
 
 def _check_monitors(cfg: Any, engine: build_lib.Engine) -> None:
-  """checkpoint.monitor and early_stopping.monitor must name an eval metric."""
+  """checkpoint.monitor and early_stopping.monitor must name a metric of one of eval.evaluators."""
   early = cfg.trainer.early_stopping
   for label, monitor in (("checkpoint.monitor", cfg.checkpoint.monitor),
                          ("trainer.early_stopping.monitor", early.monitor if early.enabled else None)):
@@ -226,6 +226,7 @@ def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, acti
       "steps_this_session": result.steps_run,
       "compile_seconds": round(compile_seconds, 3),
       "eval_seconds": round(evaluate.seconds, 3),
+      "eval_seconds_by_evaluator": {name: round(sec, 3) for name, sec in evaluate.seconds_by_evaluator.items()},
       "checkpoint_blocking_seconds": round(saver.blocking_seconds, 3),
       "train_step_compilations": engine.train_step.num_compilations,
       "skipped_updates": int(jax.device_get(result.state.guard.total_skipped)) if result.state.guard else 0,

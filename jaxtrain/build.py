@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -19,6 +19,7 @@ from jaxtrain.core.state import TrainState, init_state_fn
 from jaxtrain.data import pipeline
 from jaxtrain.data.sources import load_splits
 from jaxtrain.errors import ConfigError
+from jaxtrain.evaluators.base import EvalContext, Evaluator, build_evaluators, run_evaluators
 from jaxtrain.tasks.registry import task_class
 
 CACHE_VAL_BYTES = 256 * 2**20
@@ -42,18 +43,13 @@ class Engine:
   steps_per_epoch: int
   total_steps: int
   metric_names: list[str]  # the train step's metrics
-  eval_metric_names: list[str]
+  eval_metric_names: list[str]  # every evaluator's metrics
+  evaluators: list[Evaluator] = dataclasses.field(default_factory=list)  # eval.evaluators, in order
+  eval_context: EvalContext | None = None  # the val split and the compiled calls the evaluators share
 
-  def evaluate(self, state: TrainState) -> dict[str, float]:
-    """Exact means of the eval metrics over the whole validation split."""
-    batches = self.val_batches if self.val_batches is not None else map(self.put_batch, self.val_data)
-    sums = [self.eval_step(state, batch) for batch in batches]
-    totals: dict[str, float] = {}
-    for batch_sums in jax.device_get(sums):
-      for name, value in batch_sums.items():
-        totals[name] = totals.get(name, 0.0) + float(value)
-    weight = totals.pop("weight")
-    return {name: value / weight for name, value in totals.items()}
+  def evaluate(self, state: TrainState, evaluators: Sequence[Evaluator] | None = None) -> dict[str, float]:
+    """The results of `evaluators` (default: all of eval.evaluators) on the validation split."""
+    return run_evaluators(self.evaluators if evaluators is None else evaluators, state, self.eval_context)
 
   def train_iterator(self, data_cfg: Any) -> Any:
     """A fresh Grain iterator over the train batches, prefetching to the devices."""
@@ -108,26 +104,24 @@ def build(spec: RunSpec) -> Engine:
   replicated = mesh_lib.replicated(mesh)
   put_batch = pipeline.global_batch_putter(batch_sharding)
   example_shardings = jax.tree.map(lambda _: batch_sharding, example)
-  eval_example = val_data[0]
   step_fn = task.train_step()
   if cfg.trainer.skip_nonfinite or cfg.trainer.spike_zscore is not None:
     step_fn = guarded(step_fn, skip_nonfinite=cfg.trainer.skip_nonfinite, spike_zscore=cfg.trainer.spike_zscore,
                       spike_window=cfg.trainer.spike_window)
   train_step = ShapeCompiledStep(step_fn, name="train_step",
                                  in_shardings=(shardings, example_shardings), out_shardings=(shardings, replicated))
-  eval_step = ShapeCompiledStep(task.eval_step(), name="eval_step",
-                                in_shardings=(shardings, jax.tree.map(lambda _: batch_sharding, eval_example)),
-                                out_shardings=replicated, donate_state=False)
   # A small val split stays on the devices: evaluations then cost only compute.
   val_bytes = sum(v.nbytes for v in splits.val.values())
-  val_batches = [put_batch(b) for b in val_data] if val_bytes <= CACHE_VAL_BYTES else None
+  eval_context = EvalContext(task, mesh, shardings, abstract_state, val_data, put_batch,
+                             cache_on_device=val_bytes <= CACHE_VAL_BYTES)
+  evaluators, eval_names = build_evaluators(cfg.eval.evaluators, eval_context)
   metric_names = sorted(jax.eval_shape(step_fn, abstract_state, _abstract(example))[1])
-  eval_names = sorted(k for k in jax.eval_shape(task.eval_step(), abstract_state, _abstract(eval_example))
-                      if k != "weight")
   return Engine(mesh=mesh, task=task, state=state, state_shardings=shardings, train_step=train_step,
-                eval_step=eval_step, train_data=train_data, val_data=val_data, val_batches=val_batches, put_batch=put_batch,
+                eval_step=eval_context.eval_step, train_data=train_data, val_data=val_data,
+                val_batches=eval_context.device_batches, put_batch=put_batch,
                 num_train=splits.num_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                metric_names=metric_names, eval_metric_names=eval_names)
+                metric_names=metric_names, eval_metric_names=eval_names, evaluators=evaluators,
+                eval_context=eval_context)
 
 
 def _abstract(batch: Any) -> Any:

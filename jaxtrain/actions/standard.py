@@ -9,7 +9,7 @@ import jax
 from jaxtrain.actions.base import PeriodicAction
 from jaxtrain.actions.checkpointing import SaveCheckpoint
 from jaxtrain.actions.early_stopping import EarlyStopping
-from jaxtrain.actions.evaluation import Evaluate
+from jaxtrain.actions.evaluation import make_evaluate
 from jaxtrain.actions.heartbeat import BeatWhileTraining, Heartbeat
 from jaxtrain.actions.logging import EpochEnd, LiveStats, LogTrainMetrics, StopOnBadUpdates
 from jaxtrain.actions.progress import make_progress
@@ -30,14 +30,11 @@ def standard_actions(cfg: Any, engine: Any, events: EventWriter, scalars: Scalar
   """
   live = LiveStats(step=start_step)
   ckpt_every = cfg.checkpoint.every
-  # Evaluate on checkpoint steps too, so each checkpoint carries fresh metrics.
-  eval_every = (cfg.trainer.eval_every, ckpt_every) if cfg.checkpoint.monitor else (cfg.trainer.eval_every,)
-  actions: list[PeriodicAction] = [
-      EpochEnd(events, live, engine.steps_per_epoch),
-      Evaluate(engine.evaluate, events, scalars, heartbeat=heartbeat, every_steps=eval_every),
-  ]
+  # Each evaluator on its own schedule (eval.evaluators); checkpoint steps included for the monitored one.
+  evaluate = make_evaluate(cfg, engine, events, scalars, heartbeat)
+  actions: list[PeriodicAction] = [EpochEnd(events, live, engine.steps_per_epoch), evaluate]
   if cfg.trainer.early_stopping.enabled:
-    actions.append(EarlyStopping(cfg.trainer.early_stopping, every_steps=eval_every))
+    actions.append(EarlyStopping(cfg.trainer.early_stopping, every_steps=evaluate.every_steps))
   actions.append(SaveCheckpoint(checkpointer, events, cfg.checkpoint.monitor, cfg.checkpoint.mode,
                                 heartbeat=heartbeat, every_steps=ckpt_every))
   actions.append(LogTrainMetrics(scalars, live, log_every=cfg.trainer.log_every, sync_every=ckpt_every))

@@ -168,6 +168,15 @@ class LoggingConfig:
 
 
 @dataclasses.dataclass
+class EvalConfig:
+  """What runs on the validation split (jaxtrain/evaluators/), e.g.
+  [{name: metrics}, {name: recall_at_k, k: [1, 5]}]; each entry may set
+  `every` (steps; null = trainer.eval_every, 0 = only at the end) and `at_end`."""
+
+  evaluators: list[Any] = dataclasses.field(default_factory=lambda: [{"name": "metrics"}])
+
+
+@dataclasses.dataclass
 class Config:
   """The whole run configuration."""
 
@@ -182,3 +191,4 @@ class Config:
   checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
   run: RunConfig = dataclasses.field(default_factory=RunConfig)
   logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)

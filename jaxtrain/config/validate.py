@@ -55,6 +55,7 @@ def validate(cfg: DictConfig) -> RunSpec:
     raise ConfigError(f"task.{key}: {_first_line(err)} (task {task_node.name!r} keys: {valid})") from None
   _check_values(typed)
   typed.model = _typed_model(typed.model)
+  typed.eval.evaluators = _typed_evaluators(typed.eval.evaluators)
   if "model" in {f.name for f in dataclasses.fields(task_cfg)}:
     task_cfg.model = typed.model  # the task reads its components from its own config
   return RunSpec(config=typed, task=task_cfg, raw=raw)
@@ -68,6 +69,13 @@ def _typed_model(model: Any) -> Any:
   if model.latent_dim <= 0:
     raise ConfigError(f"model.latent_dim={model.latent_dim}: must be a positive number")
   return dataclasses.replace(model, **{kind: typed_component(kind, node) for kind, node in nodes.items()})
+
+
+def _typed_evaluators(nodes: Any) -> list[Any]:
+  """eval.evaluators with each entry turned into its evaluator's config dataclass."""
+  from jaxtrain.evaluators.base import typed_evaluator_configs
+
+  return typed_evaluator_configs(nodes)
 
 
 def _known_keys_only(raw: DictConfig) -> DictConfig:
