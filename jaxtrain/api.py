@@ -176,7 +176,8 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
     with watcher:
       result = fit(state, engine.train_step, data_iterator, actions, start_step=start_step,
                    total_steps=engine.total_steps, steps_per_epoch=engine.steps_per_epoch, book=book,
-                   should_stop=watcher.should_stop, on_exception=emergency_checkpoint)
+                   should_stop=watcher.should_stop, on_exception=emergency_checkpoint,
+                   max_in_flight=cfg.trainer.max_steps_in_flight)
     checkpointer.wait()
   finally:
     checkpointer.close()

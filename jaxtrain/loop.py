@@ -9,6 +9,7 @@ loop continues exactly where the checkpoint was taken.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from typing import Any, Callable, Iterator, Sequence
@@ -44,18 +45,21 @@ class FitResult:
 def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iterator: Iterator[Any],
         actions: Sequence[PeriodicAction], *, start_step: int, total_steps: int, steps_per_epoch: int,
         book: Bookkeeping | None = None, should_stop: Callable[[int], bool] | None = None,
-        on_exception: Callable[[LoopContext, Exception], None] | None = None) -> FitResult:
+        on_exception: Callable[[LoopContext, Exception], None] | None = None,
+        max_in_flight: int = 8) -> FitResult:
   """Runs `train_step` from `start_step` to `total_steps` (or an early stop).
 
   `train_step` should already be compiled; the loop's timing assumes so.
   `should_stop(step)` is polled after every step (preemption); when it says
   yes, the loop ends and only preemption-safe actions run. `on_exception`
   sees the loop's context before an exception propagates (an emergency
-  checkpoint, say).
+  checkpoint, say). At most `max_in_flight` dispatched steps may be unfinished
+  at once (0 = no limit).
   """
   book = book or Bookkeeping()
   ctx = LoopContext(step=start_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, state=state,
                     train_metrics=None, data_iterator=data_iterator, book=book)
+  in_flight: collections.deque = collections.deque()
   start = time.perf_counter()
   try:
     while ctx.step < total_steps and not ctx.stop_requested:
@@ -65,6 +69,12 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
       with jax.transfer_guard("disallow"):
         ctx.state, ctx.train_metrics = train_step(ctx.state, batch)
       ctx.step += 1
+      # A few queued steps hide the host's work; hundreds only hold buffers,
+      # and on many CPU devices sharing few cores a deep queue starved XLA's
+      # collectives into an abort. Wait for the oldest step when the window is full.
+      in_flight.append(ctx.train_metrics)
+      if max_in_flight and len(in_flight) > max_in_flight:
+        jax.block_until_ready(in_flight.popleft())
       for action in actions:
         action(ctx)
       if should_stop is not None and should_stop(ctx.step):

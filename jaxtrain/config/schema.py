@@ -124,6 +124,8 @@ class TrainerConfig:
   # Also skip steps whose loss is this many std above the recent mean (null = off).
   spike_zscore: Optional[float] = None
   spike_window: int = 100
+  # Dispatched steps allowed to be unfinished at once (0 = no limit).
+  max_steps_in_flight: int = 8
   # heartbeat.json is rewritten at least this often while training.
   heartbeat_secs: float = 30.0
   # Signals that mean "checkpoint now and exit for a requeue" (SLURM: add SIGUSR1).

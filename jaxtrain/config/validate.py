@@ -118,6 +118,8 @@ def _check_values(c: Config) -> None:
   _positive("trainer.eval_every", t.eval_every)
   if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
     raise ConfigError(f"trainer.ema_decay={t.ema_decay}: must be in (0, 1) or null")
+  if t.max_steps_in_flight < 0:
+    raise ConfigError(f"trainer.max_steps_in_flight={t.max_steps_in_flight}: must be >= 0 (0 = no limit)")
   if t.max_bad_steps < 0:
     raise ConfigError(f"trainer.max_bad_steps={t.max_bad_steps}: must be >= 0 (0 = never stop)")
   _positive("trainer.spike_zscore", t.spike_zscore, allow_none=True)
