@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,9 +35,12 @@ log = logging.getLogger("jaxtrain")
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-  """What a finished run returns: where it lives, its summary and final state."""
+  """What a finished run returns: where it lives, its summary and final state.
 
-  run_dir: Path
+  `run_dir` is None for a run with logging.save_artifacts=false.
+  """
+
+  run_dir: Path | None
   summary: dict[str, Any]
   state: Any
 
@@ -60,22 +64,32 @@ def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
 
   `run_dir` defaults to `run.dir`, or a new outputs/runs/run_<timestamp>_<name>.
   With `run.resume=auto` an existing run directory continues from its newest checkpoint.
+  With `logging.save_artifacts=false` the run leaves no files at all.
   """
   spec = validate(config)
   _setup_logging()
   overrides = _overrides_of(config)
   run_dir = Path(run_dir or rundir.run_dir_for(spec.config.run.dir, spec.config.run.root, spec.config.run.name))
+  scratch = None
+  if not spec.config.logging.save_artifacts:
+    # Every writer keeps its usual path, inside a directory removed at the end.
+    scratch = tempfile.TemporaryDirectory(prefix="jaxtrain-run-")
+    run_dir = Path(scratch.name) / "run"
   resume_from = _resume_source(spec, run_dir)
   _write_config_records(run_dir, spec, overrides)
   events = EventWriter(run_dir / rundir.FACTS_DIR / "events.jsonl", enabled=jax.process_index() == 0)
   try:
-    return _train(spec, run_dir, resume_from, events)
+    result = _train(spec, run_dir, resume_from, events)
+    return result if scratch is None else dataclasses.replace(result, run_dir=None)
   except (Preempted, TrainingDiverged):
     raise  # orderly endings, already recorded as on_preemption / on_train_end
   except BaseException as err:
     events.write("on_exception", error=type(err).__name__, message=str(err)[:2000],
                  traceback=traceback.format_exc(limit=8)[-4000:])
     raise
+  finally:
+    if scratch is not None:
+      scratch.cleanup()
 
 
 def _setup_logging() -> None:
@@ -195,7 +209,8 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   heartbeat.mark(result.final_step, "finished")
   log.info("finished at step %d (%s); %s; run directory: %s", result.final_step,
            result.book.stop_reason or "all steps done",
-           ", ".join(f"{k} {v:.5g}" for k, v in result.book.last_eval.items()), run_dir)
+           ", ".join(f"{k} {v:.5g}" for k, v in result.book.last_eval.items()),
+           run_dir if cfg.logging.save_artifacts else "none (logging.save_artifacts=false)")
   if result.diverged:
     raise TrainingDiverged(result.book.stop_reason)
   return Result(run_dir=run_dir, summary=summary, state=result.state)

@@ -21,7 +21,7 @@ from jaxtrain.track.scalars import ScalarWriter
 
 def standard_actions(cfg: Any, engine: Any, events: EventWriter, scalars: ScalarWriter,
                      checkpointer: Checkpointer, heartbeat: Heartbeat, start_step: int) -> list[PeriodicAction]:
-  """epoch end · evaluate · early stop · checkpoint · log · bad-update stop · heartbeat · progress · fault.
+  """epoch end · evaluate · early stop · checkpoint · log · bad-update stop · heartbeat · progress · figures · fault.
 
   Order matters: evaluation first so that early stopping and the checkpoint
   see this step's metrics; the checkpoint before logging, which syncs its
@@ -46,6 +46,13 @@ def standard_actions(cfg: Any, engine: Any, events: EventWriter, scalars: Scalar
                              cfg.logging.print_every_secs)
     if progress is not None:
       actions.append(progress)
+  if cfg.logging.save_artifacts and any(family.enabled for family in vars(cfg.logging.families).values()):
+    # Imported only when drawing: matplotlib costs about a second of start-up.
+    from jaxtrain.actions.plots import MakeFigures
+
+    # After the logger, whose last row the `end` curves wait for.
+    actions.append(MakeFigures(cfg.logging, engine, scalars.path, eval_every=evaluate.every_steps,
+                               seed=cfg.trainer.seed))
   fault = fault_from_env()
   if fault is not None:
     actions.append(fault)

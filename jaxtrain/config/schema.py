@@ -159,6 +159,25 @@ class RunConfig:
 
 
 @dataclasses.dataclass
+class FigureFamilyConfig:
+  """One family of figures (see jaxtrain/actions/plots.py)."""
+
+  enabled: bool = False
+
+
+@dataclasses.dataclass
+class FigureFamiliesConfig:
+  """The figure families: logging.families.<name>.enabled."""
+
+  losses: FigureFamilyConfig = dataclasses.field(default_factory=FigureFamilyConfig)
+  metrics: FigureFamilyConfig = dataclasses.field(default_factory=FigureFamilyConfig)
+  lr: FigureFamilyConfig = dataclasses.field(default_factory=FigureFamilyConfig)
+  recon: FigureFamilyConfig = dataclasses.field(default_factory=FigureFamilyConfig)
+  latent: FigureFamilyConfig = dataclasses.field(default_factory=FigureFamilyConfig)
+  samples: FigureFamilyConfig = dataclasses.field(default_factory=FigureFamilyConfig)
+
+
+@dataclasses.dataclass
 class LoggingConfig:
   """What the run prints and writes."""
 
@@ -167,6 +186,16 @@ class LoggingConfig:
   progress: str = "auto"
   # Plain progress lines are rate-limited to one per this many seconds.
   print_every_secs: float = 10.0
+  # false: the run leaves no files at all (no run dir, facts, checkpoints,
+  # figures, .hydra, summary); the Result still carries summary and state.
+  save_artifacts: bool = True
+  # Figures in <run_dir>/figures/<family>-<moment>-<step>.png; presets logging=plots_*.
+  families: FigureFamiliesConfig = dataclasses.field(default_factory=FigureFamiliesConfig)
+  # `eval` figures at every plot_every-th evaluation (0 = only the `end` figures).
+  plot_every: int = 4
+  # Examples in the reconstruction and sample grids; points in the latent plot.
+  plot_examples: int = 8
+  plot_points: int = 2000
 
 
 @dataclasses.dataclass
@@ -176,6 +205,29 @@ class EvalConfig:
   `every` (steps; null = trainer.eval_every, 0 = only at the end) and `at_end`."""
 
   evaluators: list[Any] = dataclasses.field(default_factory=lambda: [{"name": "metrics"}])
+
+
+@dataclasses.dataclass
+class DistConfig:
+  """Several processes (one per host or per accelerator) on JAX's distributed runtime.
+
+  Each unset value comes from JAXTRAIN_COORDINATOR / JAXTRAIN_NUM_PROCESSES /
+  JAXTRAIN_PROCESS_ID (set by the launch/ scripts), then from the cluster
+  (jaxtrain/distributed.py).
+  """
+
+  # "host:port" of process 0, where the coordination service listens.
+  coordinator: Optional[str] = None
+  num_processes: Optional[int] = None
+  process_id: Optional[int] = None
+  # Detect SLURM srun steps, Open MPI, Cloud TPU VMs and Kubernetes Jobs (jax's own detection).
+  auto: bool = True
+  # Accelerators this process uses (null = all it sees, or one per process under srun/mpirun).
+  local_device_ids: Optional[list[int]] = None
+  # Seconds to wait for every process at start-up before failing with one line.
+  timeout_secs: int = 300
+  # Seconds of silence after which a process counts as dead and the others stop.
+  heartbeat_timeout_secs: int = 100
 
 
 @dataclasses.dataclass
@@ -194,3 +246,4 @@ class Config:
   run: RunConfig = dataclasses.field(default_factory=RunConfig)
   logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  dist: DistConfig = dataclasses.field(default_factory=DistConfig)
