@@ -13,6 +13,7 @@ import jax
 from omegaconf import DictConfig, OmegaConf
 
 from jaxtrain import build as build_lib
+from jaxtrain import distributed
 from jaxtrain.actions.base import Bookkeeping
 from jaxtrain.actions.checkpointing import SaveCheckpoint
 from jaxtrain.actions.evaluation import Evaluate
@@ -68,6 +69,7 @@ def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
   """
   spec = validate(config)
   _setup_logging()
+  distributed.initialize(spec.config.dist)  # several processes: before anything touches jax
   overrides = _overrides_of(config)
   run_dir = Path(run_dir or rundir.run_dir_for(spec.config.run.dir, spec.config.run.root, spec.config.run.name))
   scratch = None
@@ -76,7 +78,9 @@ def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
     scratch = tempfile.TemporaryDirectory(prefix="jaxtrain-run-")
     run_dir = Path(scratch.name) / "run"
   resume_from = _resume_source(spec, run_dir)
-  _write_config_records(run_dir, spec, overrides)
+  distributed.require_shared_run_dir(run_dir, spec.config.logging.save_artifacts)
+  if jax.process_index() == 0:  # the one writer of the shared run directory
+    _write_config_records(run_dir, spec, overrides)
   events = EventWriter(run_dir / rundir.FACTS_DIR / "events.jsonl", enabled=jax.process_index() == 0)
   try:
     result = _train(spec, run_dir, resume_from, events)
@@ -162,7 +166,8 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   scalars_path = run_dir / rundir.FACTS_DIR / "scalars.csv"
   # Rows after the restored step are replayed identically; at step 0 (a run
   # killed before its first checkpoint, restarted in its own directory) that is all of them.
-  drop_rows_after(scalars_path, start_step)
+  if is_writer:
+    drop_rows_after(scalars_path, start_step)
   scalars = ScalarWriter(scalars_path, columns_for(engine.metric_names + engine.eval_metric_names),
                          enabled=is_writer)
 

@@ -145,3 +145,21 @@ def _check_values(c: Config) -> None:
   _choice("logging.progress", c.logging.progress, PROGRESS)
   if not c.run.resume:
     raise ConfigError("run.resume: must be auto, never, or a path to a run directory")
+  _check_dist(c.dist)
+
+
+def _check_dist(d: Any) -> None:
+  """dist.*: values that jax.distributed.initialize would only reject after a wait, or with a traceback."""
+  if d.coordinator is not None:
+    host, _, port = d.coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+      raise ConfigError(f"dist.coordinator={d.coordinator!r}: expected host:port, e.g. 10.0.0.1:12355")
+  _positive("dist.num_processes", d.num_processes, allow_none=True)
+  if d.process_id is not None and d.process_id < 0:
+    raise ConfigError(f"dist.process_id={d.process_id}: must be >= 0")
+  if d.process_id is not None and d.num_processes is not None and d.process_id >= d.num_processes:
+    raise ConfigError(f"dist.process_id={d.process_id}: must be below dist.num_processes={d.num_processes}")
+  if d.local_device_ids is not None and any(i < 0 for i in d.local_device_ids):
+    raise ConfigError(f"dist.local_device_ids={d.local_device_ids}: device ids are >= 0")
+  _positive("dist.timeout_secs", d.timeout_secs)
+  _positive("dist.heartbeat_timeout_secs", d.heartbeat_timeout_secs)
