@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("jaxtrain")
 
@@ -231,8 +231,11 @@ class MultirunComparison(Callback):
   def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
     from hydra.core.utils import JobStatus
 
+    num = OmegaConf.select(job_return.hydra_cfg, "hydra.job.num", default=None)
+    if num is None:
+      return  # a single run (no sweep): nothing to compare
     if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, Mapping):
-      name = f"job_{job_return.hydra_cfg.hydra.job.num}"
+      name = f"job_{num}"
       self._returned.append(record_from_summary(name, job_return.overrides or [], job_return.return_value,
                                                 config.checkpoint.monitor))
 
