@@ -5,11 +5,13 @@ SIGINT (Ctrl-C), plus any configured signal (SLURM's `--signal=USR1@120`
 pre-timeout warning), set a flag that the loop checks after every step. A
 second SIGINT exits at once. With several processes (`jax.distributed`), the
 processes must agree on the step to save at, so Orbax's preemption sync point
-(`CheckpointManager.reached_preemption`) decides instead of local signals.
+(`CheckpointManager.reached_preemption`) decides: SIGTERM goes to JAX's own
+notifier, and the other configured signals are passed on to it as SIGTERM.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Callable, Sequence
 
@@ -43,6 +45,7 @@ class PreemptionWatcher:
     self.signals = [_signal_by_name(n) for n in signal_names
                     if not (self.multiprocess and n == "SIGTERM")]
     self.received: str | None = None
+    self._forwarded: str | None = None  # a local signal passed on as SIGTERM (several processes)
     self._previous: dict[int, object] = {}
 
   def __enter__(self) -> "PreemptionWatcher":
@@ -61,6 +64,13 @@ class PreemptionWatcher:
   def _handle(self, signum: int, frame) -> None:
     del frame
     name = signal.Signals(signum).name
+    if self.multiprocess:
+      # A flag here would stop this process alone, at its own step, and leave
+      # the others waiting in a collective. SIGTERM reaches JAX's preemption
+      # notifier instead, and the sync point stops every process at one step.
+      self._forwarded = name
+      os.kill(os.getpid(), signal.SIGTERM)
+      return
     if self.received is not None and signum == signal.SIGINT:
       raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
     self.received = name
@@ -69,7 +79,7 @@ class PreemptionWatcher:
     if self.received is not None:
       return True
     if self.sync_point is not None and self.sync_point(step):
-      self.received = "preemption sync point"
+      self.received = self._forwarded or "preemption sync point"
       return True
     return False
 
