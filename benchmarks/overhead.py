@@ -1,10 +1,10 @@
 """Overhead of the jaxtrain loop against a bare hand-written `jax.jit` loop (ae-digits).
 
-Both loops train the same model (MLP autoencoder 64-256-256-16-256-256-64, GELU,
-MSE) with the same optimizer (AdamW, lr 1e-3, warmup_cosine with 100 warmup
-steps, weight decay 1e-4 on kernels) on the same batches (batch 256 of
-scikit-learn's digits, in the `ShuffledBatchIndices` order), in one process,
-interleaved `--repeats` times:
+Both loops train the same model and loss, built by the `ae` task from the config
+(default: MLP autoencoder 64-256-256-16-256-256-64, GELU, MSE), with the same
+optimizer (AdamW, lr 1e-3, warmup_cosine with 100 warmup steps, weight decay
+1e-4 on kernels) on the same batches (batch 256 of scikit-learn's digits, in
+the `ShuffledBatchIndices` order), in one process, interleaved `--repeats` times:
 
 - jaxtrain: `jaxtrain.run(jaxtrain.compose([...]))` with the default periodic
   actions on (train-metric logging every 50 steps, eval every 250, async Orbax
@@ -101,25 +101,24 @@ class BareLoop:
 
   def __init__(self, steps: int, overrides: Sequence[str]):
     import jax
-    import jax.numpy as jnp
     import optax
 
     import jaxtrain
+    from jaxtrain.config.validate import validate
     from jaxtrain.data.sampling import ShuffledBatchIndices
     from jaxtrain.data.sources import load_splits
-    from jaxtrain.models.mlp import MLPAutoencoder
+    from jaxtrain.tasks.registry import task_class
 
-    cfg = jaxtrain.compose(list(overrides))  # only for the data split and hyperparameters
+    cfg = jaxtrain.compose(list(overrides))  # for the data split, the model and the hyperparameters
     splits = load_splits(cfg.data)
     self.train = splits.train
     self.batch_size = int(cfg.data.batch_size)
     self.indices = ShuffledBatchIndices(splits.num_train, self.batch_size, int(cfg.data.shuffle_seed))
     self.steps = steps
     self.seed = int(cfg.trainer.seed)
-    input_dim = self.train["x"].shape[-1]
-    self.model = MLPAutoencoder(input_dim=input_dim, encoder_widths=tuple(cfg.task.encoder_widths),
-                                latent_dim=int(cfg.task.latent_dim),
-                                decoder_widths=tuple(cfg.task.decoder_widths), activation=cfg.task.activation)
+    # The task only supplies the model and its loss; the loop around them is written by hand.
+    spec = validate(cfg)
+    task = task_class(spec.task.name)(spec.task, {k: v[:1] for k, v in self.train.items()})
     o, sch = cfg.optim, cfg.schedule
     schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, sch.warmup_steps, max(steps, sch.warmup_steps + 1),
                                                   o.lr * sch.end_lr_factor)
@@ -129,23 +128,22 @@ class BareLoop:
                          mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
 
     self.tx = optax.inject_hyperparams(adamw)(learning_rate=schedule)
-    model, tx = self.model, self.tx
+    tx = self.tx
+    rng = jax.random.PRNGKey(self.seed)
 
-    def train_step(params, opt_state, batch):
-      def loss_fn(p):
-        reconstruction, _ = model.apply({"params": p}, batch["x"])
-        return jnp.mean(jnp.square(reconstruction - batch["x"]))
-
-      loss, grads = jax.value_and_grad(loss_fn)(params)
+    def train_step(state, batch):
+      params, model_state, opt_state = state
+      grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+      (loss, (_, model_state)), grads = grad_fn(params, model_state, batch, rng, True)
       updates, opt_state = tx.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, loss
+      return (optax.apply_updates(params, updates), model_state, opt_state), loss
 
     def init(rng):
-      params = model.init(rng, jnp.zeros((1, input_dim), jnp.float32))["params"]
-      return params, tx.init(params)
+      params, model_state = task.init(rng)
+      return params, model_state, tx.init(params)
 
     self._init = jax.jit(init)
-    self._step = jax.jit(train_step, donate_argnums=(0, 1))
+    self._step = jax.jit(train_step, donate_argnums=0)
 
   def batch(self, i: int) -> Any:
     import jax
@@ -156,11 +154,11 @@ class BareLoop:
   def run(self) -> dict[str, Any]:
     import jax
 
-    params, opt_state = self._init(jax.random.PRNGKey(self.seed))
+    state = self._init(jax.random.PRNGKey(self.seed))
     # Compile and warm up on a throwaway copy, so the timed run starts at step 0.
-    warm_params, warm_opt = jax.tree.map(lambda x: x.copy(), (params, opt_state))
+    warm_state = jax.tree.map(lambda x: x.copy(), state)
     start = time.perf_counter()
-    warm = self._step(warm_params, warm_opt, self.batch(0))
+    warm = self._step(warm_state, self.batch(0))
     jax.block_until_ready(warm)
     compile_seconds = time.perf_counter() - start
     del warm
@@ -168,8 +166,8 @@ class BareLoop:
     start = time.perf_counter()
     loss = None
     for i in range(self.steps):
-      params, opt_state, loss = self._step(params, opt_state, self.batch(i))
-    jax.block_until_ready((params, opt_state, loss))
+      state, loss = self._step(state, self.batch(i))
+    jax.block_until_ready((state, loss))
     seconds = time.perf_counter() - start
     return {"steps_per_sec": round(self.steps / seconds, 3), "first_call_seconds": round(compile_seconds, 3),
             "final_train_loss": float(loss)}

@@ -12,7 +12,7 @@ CASES = {
     "unknown_group_option": (["optim=foo"], ["optim=foo", "adam, adamw, lion, sgd"]),
     "unknown_key": (["trainer.foo=1"], ["trainer.foo", "unknown key", "steps", "eval_every"]),
     "wrong_type": (["trainer.steps=abc"], ["trainer.steps", "abc", "Integer"]),
-    "bad_task_key": (["task.nope=1"], ["task.nope", "unknown key", "latent_dim"]),
+    "bad_task_key": (["task.nope=1"], ["task.nope", "unknown key", "reconstruction"]),
     "bad_value": (["checkpoint.mode=mid"], ["checkpoint.mode", "mid", "min, max"]),
     "bad_multirun_job": (["--multirun", "optim=adam,foo"], ["optim=foo", "adam, adamw, lion, sgd"]),
 }

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from jaxtrain.config.schema import DataConfig
+from jaxtrain.data import digits_layouts
 from jaxtrain.errors import ConfigError
 
 Arrays = dict[str, np.ndarray]
@@ -37,19 +38,41 @@ def split_arrays(arrays: Arrays, val_fraction: float, seed: int) -> Splits:
                 val={k: v[val_idx] for k, v in arrays.items()})
 
 
+def _digits_arrays() -> Arrays:
+  from sklearn.datasets import load_digits  # heavy import, only when used
+
+  data = load_digits()
+  return {"x": (data.data / 16.0).astype(np.float32), "label": data.target.astype(np.int32)}
+
+
 def digits(cfg: DataConfig) -> Splits:
   """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package).
 
   x: [N, 64] float32 pixels in [0, 1]; label: [N] int32.
   """
-  from sklearn.datasets import load_digits  # heavy import, only when used
+  return split_arrays(_digits_arrays(), cfg.val_fraction, cfg.split_seed)
 
-  data = load_digits()
-  arrays = {"x": (data.data / 16.0).astype(np.float32), "label": data.target.astype(np.int32)}
+
+def digits_images(cfg: DataConfig) -> Splits:
+  """The digits as images: x [N, 8, 8, 1]; same split and labels as `digits`."""
+  arrays = _digits_arrays()
+  arrays["x"] = digits_layouts.as_images(arrays["x"])
   return split_arrays(arrays, cfg.val_fraction, cfg.split_seed)
 
 
-SOURCES: dict[str, Callable[[DataConfig], Splits]] = {"digits": digits}
+def digits_points(cfg: DataConfig) -> Splits:
+  """The digits as point clouds: x [N, 64, 3] (row, col, intensity in [0, 1]) and
+  mask [N, 64] (1.0 for a lit pixel, 0.0 for padding); same split and labels as `digits`."""
+  arrays = _digits_arrays()
+  arrays["x"], arrays["mask"] = digits_layouts.as_point_clouds(arrays["x"])
+  return split_arrays(arrays, cfg.val_fraction, cfg.split_seed)
+
+
+SOURCES: dict[str, Callable[[DataConfig], Splits]] = {
+    "digits": digits,
+    "digits_images": digits_images,
+    "digits_points": digits_points,
+}
 
 
 def load_splits(cfg: DataConfig) -> Splits:

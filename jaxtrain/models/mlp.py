@@ -1,4 +1,4 @@
-"""Multi-layer perceptrons and the MLP autoencoder."""
+"""Multi-layer perceptrons: model/encoder=mlp and model/decoder=mlp (any example shape)."""
 
 from __future__ import annotations
 
@@ -41,24 +41,6 @@ class MLP(nn.Module):
     return nn.Dense(self.out_dim, name="out")(x)
 
 
-class MLPAutoencoder(nn.Module):
-  """x -> encoder -> latent -> decoder -> reconstruction of x."""
-
-  input_dim: int
-  encoder_widths: Sequence[int]
-  latent_dim: int
-  decoder_widths: Sequence[int]
-  activation: str = "gelu"
-
-  def setup(self):
-    self.encoder = MLP(self.encoder_widths, self.latent_dim, self.activation)
-    self.decoder = MLP(self.decoder_widths, self.input_dim, self.activation)
-
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    latent = self.encoder(x)
-    return self.decoder(latent), latent
-
-
 # ---------------------------------------------------------------------------
 # Components: model/encoder=mlp and model/decoder=mlp.
 
@@ -78,7 +60,8 @@ class MLPEncoder(nn.Module):
   activation: str = "gelu"
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
+    del mask  # padding points are zeros, which a dense layer can learn to ignore
     return MLP(self.widths, self.out_dim, self.activation, name="mlp")(x.reshape(x.shape[0], -1))
 
 
