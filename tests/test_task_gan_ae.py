@@ -147,3 +147,9 @@ def test_guard_skips_both_players_on_a_bad_step(one_device):
 def test_bad_update_choice_is_one_line(tmp_path):
   with pytest.raises(ConfigError, match=r"task.update='sideways': choose one of: alternating, simultaneous"):
     jaxtrain.run(jaxtrain.compose(_overrides(tmp_path / "run", 10, "task.update=sideways")))
+
+
+def test_every_key_of_the_discriminator_optimizer_can_be_overridden():
+  config = validate(jaxtrain.compose(["task=gan_ae", "task.disc_optim.clip_norm=1.0", "task.disc_optim.accumulate=2",
+                                      "task.disc_schedule.decay_steps=50"])).task
+  assert (config.disc_optim.clip_norm, config.disc_optim.accumulate, config.disc_schedule.decay_steps) == (1.0, 2, 50)
