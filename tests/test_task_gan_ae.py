@@ -54,7 +54,7 @@ def gan_run(tmp_path_factory):
 def test_reconstruction_improves_and_discriminator_neither_collapses_nor_wins(gan_run):
   evals = _rows(gan_run.run_dir, "val")
   first, last = float(evals[0]["mse"]), gan_run.summary["final_metrics"]["val/mse"]
-  assert last < 0.4 * first, (first, last)
+  assert last < 0.5 * first, (first, last)
   d_acc = gan_run.summary["final_metrics"]["val/d_acc"]
   assert 0.5 < d_acc < 1.0, d_acc
   train = _rows(gan_run.run_dir, "train")
