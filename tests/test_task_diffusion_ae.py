@@ -36,6 +36,7 @@ def diffusion_run(tmp_path_factory):
   return read_summary(run_dir), rows
 
 
+@pytest.mark.slow
 def test_denoising_loss_falls(diffusion_run):
   summary, rows = diffusion_run
   train = [float(r["denoise_mse"]) for r in rows if r["split"] == "train"]
@@ -45,6 +46,7 @@ def test_denoising_loss_falls(diffusion_run):
   assert summary["final_step"] == STEPS and summary["skipped_updates"] == 0
 
 
+@pytest.mark.slow
 def test_reverse_process_beats_the_mean_image(diffusion_run):
   summary, _ = diffusion_run
   final = summary["final_metrics"]
