@@ -92,7 +92,9 @@ def test_evaluate_is_the_exact_mean_over_the_split():
   results = engine.evaluate(engine.state)
 
   params = jax.device_get(engine.state.params)
-  reconstruction, _ = jax.jit(engine.task.model.apply)({"params": params}, jnp.asarray(val["x"]))
+  state = engine.state
+  reconstruction = jax.jit(engine.task.reconstruct)(params, jax.device_get(state.model_state),
+                                                    {"x": jnp.asarray(val["x"])}, jax.random.PRNGKey(0))
   per_example = np.mean((np.asarray(reconstruction, np.float64) - val["x"]) ** 2, axis=1)
   assert set(results) == {"loss", "mse"}
   assert results["mse"] == pytest.approx(per_example.mean(), rel=1e-5)
