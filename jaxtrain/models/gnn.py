@@ -3,7 +3,7 @@
 Each point set gets a k-nearest-neighbour graph, built inside the module from
 its leading `coords` features; padding points (mask 0) are never anyone's
 neighbour. Layers pass messages GraphSAGE-style (Hamilton et al., 2017):
-    h_i' = act(W_self h_i + W_nbr mean_{j in knn(i)} h_j)
+    h_i' = act(W [h_i, mean_{j in knn(i)} h_j])
 which also covers EdgeConv's relative term W (h_j - h_i) under the mean.
 
 Why a dense adjacency and mean aggregation: point sets here are small (P <= 64),
@@ -57,18 +57,32 @@ def knn_graph(coords: jax.Array, mask: jax.Array | None, k: int) -> jax.Array:
   nobody's neighbour; a valid point is its own nearest neighbour.
   """
   coords = jax.lax.stop_gradient(coords)  # the graph is a discrete choice: no gradient through it
-  dist = jnp.sum(jnp.square(coords[:, :, None, :] - coords[:, None, :, :]), axis=-1)
+  # One coordinate at a time: XLA:CPU reduces a [B, P, P, D] array over its tiny
+  # last axis ~100x slower than it adds D arrays of [B, P, P].
+  dist = sum(jnp.square(coords[:, :, None, d] - coords[:, None, :, d]) for d in range(coords.shape[-1]))
   if mask is not None:
     dist = jnp.where(mask[:, None, :] > 0, dist, jnp.inf)
-  # The k-th smallest distance per row, counting repeats: k rounds of a masked
-  # min, each taking the next distinct distance until k points are covered.
-  radius = jnp.full(dist.shape[:-1], -jnp.inf)
-  covered = jnp.zeros(dist.shape[:-1], jnp.int32)
-  for _ in range(min(k, coords.shape[1])):
+  # The k-th smallest distance per row, counting repeats: each round widens the
+  # radius to the next distinct distance, until k points (or all valid ones)
+  # are inside. Points on a grid share distances, so this takes few rounds.
+  wanted = jnp.minimum(k, jnp.sum(jnp.isfinite(dist), axis=-1))
+
+  def widen(carry):
+    radius, covered = carry
     nearest_beyond = jnp.min(jnp.where(dist > radius[..., None], dist, jnp.inf), axis=-1)
-    radius = jnp.where(covered < k, nearest_beyond, radius)
-    covered = jnp.sum(dist <= radius[..., None], axis=-1)
+    radius = jnp.where(covered < wanted, nearest_beyond, radius)
+    return radius, jnp.sum(dist <= radius[..., None], axis=-1)
+
+  start = (jnp.full(dist.shape[:-1], -jnp.inf), jnp.zeros(dist.shape[:-1], jnp.int32))
+  radius, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[1] < wanted), widen, start)
   return ((dist <= radius[..., None]) & jnp.isfinite(dist)).astype(coords.dtype)
+
+
+def pointwise(dense: nn.Module, h: jax.Array) -> jax.Array:
+  """`dense` applied to every point of h [B, P, F]. As one [B * P, F] matrix:
+  XLA:CPU runs the backward pass ~1.6x faster than with two leading axes."""
+  out = dense(h.reshape(-1, h.shape[-1]))
+  return out.reshape(h.shape[:-1] + out.shape[-1:])
 
 
 def neighbour_mean(adjacency: jax.Array, h: jax.Array) -> jax.Array:
@@ -78,16 +92,15 @@ def neighbour_mean(adjacency: jax.Array, h: jax.Array) -> jax.Array:
 
 
 class GraphConv(nn.Module):
-  """One message-passing layer: act(W_self h_i + W_nbr mean of the neighbours' h)."""
+  """One message-passing layer: act(W [h_i, mean of the neighbours' h])."""
 
   features: int
   activation: str = "gelu"
 
   @nn.compact
   def __call__(self, h: jax.Array, adjacency: jax.Array) -> jax.Array:
-    update = nn.Dense(self.features, name="self")(h)
-    update = update + nn.Dense(self.features, use_bias=False, name="neighbours")(neighbour_mean(adjacency, h))
-    return activation_by_name(self.activation)(update)
+    both = jnp.concatenate([h, neighbour_mean(adjacency, h)], axis=-1)
+    return activation_by_name(self.activation)(pointwise(nn.Dense(self.features, name="update"), both))
 
 
 class GNNEncoder(nn.Module):
@@ -131,10 +144,10 @@ class GNNDecoder(nn.Module):
     coarse = coarse.reshape(z.shape[0], num_points, num_features)
     adjacency = knn_graph(coarse[..., :self.coords], None, self.k)
     context = jnp.broadcast_to(z[:, None, :], (z.shape[0], num_points, z.shape[-1]))
-    h = nn.Dense(self.refine_width, name="embed")(jnp.concatenate([coarse, context], axis=-1))
+    h = pointwise(nn.Dense(self.refine_width, name="embed"), jnp.concatenate([coarse, context], axis=-1))
     for i in range(self.refine_layers):
       h = h + GraphConv(self.refine_width, self.activation, name=f"graph_conv_{i}")(h, adjacency)
-    return coarse + nn.Dense(num_features, name="offset")(h)
+    return coarse + pointwise(nn.Dense(num_features, name="offset"), h)
 
 
 def _check_points(shape: Sequence[int], coords: int, k: int, role: str) -> None:
