@@ -23,11 +23,20 @@ class Task(abc.ABC):
   model/decoder; see jaxtrain/models/registry.py) there.
 
   Before calling `init` or `train_step`, the engine sets `total_steps` (the
-  run's length in train steps), for tasks that build schedules of their own.
+  run's length in train steps), for tasks that build schedules of their own,
+  `compute_dtype` (trainer.precision) and `remat` (model.remat).
   """
 
   config_class: type
   total_steps: int | None = None
+  # None: compute in the params' dtype (float32); jnp.bfloat16 under trainer.precision=bf16.
+  # The default train/eval steps cast params and float inputs to it (core/precision.py).
+  compute_dtype: Any = None
+  # model.remat: none | full | dots. The default train step recomputes the whole
+  # forward pass under that policy unless the model remats its own blocks
+  # (set `remat_in_model = True` then).
+  remat: str = "none"
+  remat_in_model: bool = False
 
   def __init__(self, config: Any, example_batch: Mapping[str, np.ndarray]):
     self.config = config
@@ -65,6 +74,13 @@ class Task(abc.ABC):
   def sample(self, params: Any, model_state: Any, rng: jax.Array, num: int) -> jax.Array:
     """`num` generated examples shaped like batch["x"] rows."""
     raise NotImplementedError
+
+  def logical_axes(self) -> Any:
+    """Logical axis names of every param (a pytree like params whose leaves are
+    tuples of names such as ("embed", "mlp")), which mesh.logical_rules map to
+    mesh axes; None when the task does not name its axes (regex rules and the
+    mesh.params rule then decide)."""
+    return None
 
   def supports(self, view: str) -> bool:
     """Whether this task overrides the optional view `view` (embed, reconstruct, sample)."""
