@@ -29,6 +29,12 @@ class DataConfig:
   read_threads: int = 2
   prefetch: int = 4
   device_prefetch: int = 2
+  # data=dataset_dir: a directory of per-dataset YAML files (jaxtrain/data/dataset_dir.py),
+  # read in file-name order, at most max_datasets of them (null = all).
+  dataset_configs_path: Optional[str] = None
+  max_datasets: Optional[int] = None
+  # Scan float inputs for NaN/Inf before training (one chunked pass over each file).
+  check_finite: bool = True
 
 
 @dataclasses.dataclass

@@ -1,14 +1,17 @@
-"""Data sources: named loaders returning train/val splits as dicts of arrays."""
+"""Data sources: named loaders returning train/val splits as dicts of arrays, and
+`load_datasets`, the named train/val sources of a run (one for a built-in, one per
+YAML of a dataset-config directory for data=dataset_dir)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from jaxtrain.config.schema import DataConfig
 from jaxtrain.data import digits_layouts
+from jaxtrain.data.formats import ArraySource, Source
 from jaxtrain.errors import ConfigError
 
 Arrays = dict[str, np.ndarray]
@@ -78,5 +81,29 @@ SOURCES: dict[str, Callable[[DataConfig], Splits]] = {
 def load_splits(cfg: DataConfig) -> Splits:
   """Loads the source named by `data.name`."""
   if cfg.name not in SOURCES:
-    raise ConfigError(f"data={cfg.name!r} is not a known source; choose one of: {', '.join(SOURCES)}")
+    raise ConfigError(f"data={cfg.name!r} is not a known source; choose one of: {', '.join(SOURCES)}, "
+                      "dataset_dir")
   return SOURCES[cfg.name](cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedDataset:
+  """One dataset of a run: its train and val sources and its per-dataset options
+  (from its YAML in a dataset-config directory, e.g. a mixture weight)."""
+
+  name: str
+  train: Source
+  val: Source
+  options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def load_datasets(cfg: DataConfig) -> list[NamedDataset]:
+  """The run's datasets: one per YAML of `data.dataset_configs_path` for data=dataset_dir
+  (sorted by file name, at most `data.max_datasets`), else the built-in `data.name`."""
+  if cfg.name == "dataset_dir":
+    from jaxtrain.data import dataset_dir  # noqa: PLC0415 (only this mode reads YAML files)
+
+    return dataset_dir.load_datasets(cfg)
+  splits = load_splits(cfg)
+  return [NamedDataset(cfg.name, ArraySource(splits.train, f"data={cfg.name} (train)"),
+                       ArraySource(splits.val, f"data={cfg.name} (val)"))]
