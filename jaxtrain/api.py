@@ -20,6 +20,7 @@ from jaxtrain.actions.evaluation import Evaluate
 from jaxtrain.actions.heartbeat import Heartbeat
 from jaxtrain.actions.standard import standard_actions
 from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, find_checkpoint_dir
+from jaxtrain.compilation_cache import enable_compilation_cache
 from jaxtrain.config import compose as compose_lib
 from jaxtrain.config.validate import RunSpec, validate
 from jaxtrain.errors import ConfigError, TrainingDiverged
@@ -70,6 +71,8 @@ def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
   spec = validate(config)
   _setup_logging()
   distributed.initialize(spec.config.dist)  # several processes: before anything touches jax
+  # Before anything compiles, so the train and eval steps can come from the cache.
+  enable_compilation_cache(spec.config.trainer.compilation_cache_dir, announce=jax.process_index() == 0)
   overrides = _overrides_of(config)
   run_dir = Path(run_dir or rundir.run_dir_for(spec.config.run.dir, spec.config.run.root, spec.config.run.name))
   scratch = None

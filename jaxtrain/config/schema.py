@@ -136,6 +136,8 @@ class TrainerConfig:
   heartbeat_secs: float = 30.0
   # Signals that mean "checkpoint now and exit for a requeue" (SLURM: add SIGUSR1).
   preemption_signals: list[str] = dataclasses.field(default_factory=lambda: ["SIGTERM", "SIGINT"])
+  # JAX's persistent compilation cache: null = <user cache dir>/jaxtrain/jax_cache, "" = off.
+  compilation_cache_dir: Optional[str] = None
   early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
 
 
