@@ -16,8 +16,8 @@ from jaxtrain.core.compile import ShapeCompiledStep
 from jaxtrain.core.guard import guarded
 from jaxtrain.core.optim import make_optimizer, make_schedule, optimizer_steps
 from jaxtrain.core.state import TrainState, init_state_fn
-from jaxtrain.data import pipeline
-from jaxtrain.data.sources import load_splits
+from jaxtrain.data import pipeline, validation
+from jaxtrain.data.sources import concatenated, load_datasets
 from jaxtrain.errors import ConfigError
 from jaxtrain.evaluators.base import EvalContext, Evaluator, build_evaluators, run_evaluators
 from jaxtrain.tasks.registry import task_class
@@ -78,16 +78,22 @@ def build(spec: RunSpec) -> Engine:
     if size % num_devices:
       raise ConfigError(f"{key}={size} must be divisible by the {num_devices} devices of the mesh")
 
-  splits = load_splits(cfg.data)
-  if splits.num_train < cfg.data.batch_size:
+  datasets = load_datasets(cfg.data)  # opened and validated, nothing compiled yet
+  train_source = concatenated([d.train for d in datasets])
+  val_source = concatenated([d.val for d in datasets])
+  num_train = len(train_source)
+  if num_train < cfg.data.batch_size:
     raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the "
-                      f"{splits.num_train} training examples of data={cfg.data.name}")
-  train_data = pipeline.train_dataset(splits.train, cfg.data)
-  val_data = pipeline.eval_dataset(splits.val, cfg.data, multiple_of=jax.local_device_count())
+                      f"{num_train} training examples of data={cfg.data.name}")
+  task_cls = task_class(spec.task.name)
+  validation.check_compatibility(task_cls.expected_inputs(spec.task), [d.train for d in datasets],
+                                 f"task={spec.task.name}")
+  train_data = pipeline.train_dataset(train_source, cfg.data)
+  val_data = pipeline.eval_dataset(val_source, cfg.data, multiple_of=jax.local_device_count())
   example = train_data[0]
-  task = task_class(spec.task.name)(spec.task, example)
+  task = task_cls(spec.task, example)
 
-  steps_per_epoch = splits.num_train // cfg.data.batch_size
+  steps_per_epoch = num_train // cfg.data.batch_size
   total_steps = total_train_steps(cfg.trainer.steps, cfg.trainer.epochs, steps_per_epoch)
   schedule = make_schedule(cfg.schedule, cfg.optim.lr, optimizer_steps(total_steps, cfg.optim.accumulate))
   tx = make_optimizer(cfg.optim, schedule)
@@ -111,7 +117,7 @@ def build(spec: RunSpec) -> Engine:
   train_step = ShapeCompiledStep(step_fn, name="train_step",
                                  in_shardings=(shardings, example_shardings), out_shardings=(shardings, replicated))
   # A small val split stays on the devices: evaluations then cost only compute.
-  val_bytes = sum(v.nbytes for v in splits.val.values())
+  val_bytes = len(val_source) * sum(math.prod(f.shape) * f.dtype.itemsize for f in val_source.features.values())
   eval_context = EvalContext(task, mesh, shardings, abstract_state, val_data, put_batch,
                              cache_on_device=val_bytes <= CACHE_VAL_BYTES)
   evaluators, eval_names = build_evaluators(cfg.eval.evaluators, eval_context)
@@ -119,7 +125,7 @@ def build(spec: RunSpec) -> Engine:
   return Engine(mesh=mesh, task=task, state=state, state_shardings=shardings, train_step=train_step,
                 eval_step=eval_context.eval_step, train_data=train_data, val_data=val_data,
                 val_batches=eval_context.device_batches, put_batch=put_batch,
-                num_train=splits.num_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                num_train=num_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                 metric_names=metric_names, eval_metric_names=eval_names, evaluators=evaluators,
                 eval_context=eval_context)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxtrain.config.schema import DataConfig
 from jaxtrain.data.sampling import ShuffledBatchIndices
-from jaxtrain.data.sources import Arrays
+from jaxtrain.data.sources import Arrays, Source, as_source
 from jaxtrain.errors import ConfigError
 
 
@@ -41,7 +41,7 @@ def per_process_batch_size(global_batch_size: int) -> int:
   return global_batch_size // count
 
 
-def train_dataset(arrays: Arrays, cfg: DataConfig) -> grain.MapDataset:
+def train_dataset(arrays: Arrays | Source, cfg: DataConfig) -> grain.MapDataset:
   """Infinite, shuffled (a new order every epoch) stream of this process's batches.
 
   The global example order is the same whatever the process count: process p
@@ -49,10 +49,11 @@ def train_dataset(arrays: Arrays, cfg: DataConfig) -> grain.MapDataset:
   exactly its rows of each global batch.
   """
   local = per_process_batch_size(cfg.batch_size)
-  num_examples = len(next(iter(arrays.values())))
-  ds = grain.MapDataset.source(ShuffledBatchIndices(num_examples, local, cfg.shuffle_seed))
+  source = as_source(arrays)
+  ds = grain.MapDataset.source(ShuffledBatchIndices(len(source), local, cfg.shuffle_seed))
   ds = ds[jax.process_index()::jax.process_count()]
-  return ds.map(functools.partial(gather, arrays))
+  # One vectorised read per batch (a file source reads only these rows).
+  return ds.map(source.get_batch)
 
 
 def gather(arrays: Arrays, indices: np.ndarray) -> dict[str, np.ndarray]:
@@ -70,18 +71,19 @@ def _pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
   return padded
 
 
-def eval_dataset(arrays: Arrays, cfg: DataConfig, multiple_of: int = 1) -> grain.MapDataset:
+def eval_dataset(arrays: Arrays | Source, cfg: DataConfig, multiple_of: int = 1) -> grain.MapDataset:
   """One pass over a split in fixed-size batches (the last padded, with a weight mask).
 
   Every batch has the same shape, so the eval step compiles once.
   """
   local = per_process_batch_size(cfg.eval_batch_size)
-  n = len(next(iter(arrays.values())))
+  source = as_source(arrays)
+  n = len(source)
   # Never larger than needed: a tiny split should not be padded to a huge batch,
   # but still a multiple of the local devices so it splits evenly.
   needed = -(-n // jax.process_count())
   local = min(local, -(-needed // multiple_of) * multiple_of)
-  ds = grain.MapDataset.source(ArraySource(arrays))
+  ds = grain.MapDataset.source(source)
   ds = ds[jax.process_index()::jax.process_count()]
   return ds.batch(local, drop_remainder=False).map(lambda b: _pad_batch(b, local))
 

@@ -97,6 +97,54 @@ class NamedDataset:
   options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+class ConcatSource:
+  """Several sources with the same keys, shapes and dtypes, end to end; a batch reads
+  each source once for the rows that fall in it."""
+
+  def __init__(self, sources: list[Source]):
+    first = sources[0]
+    for other in sources[1:]:
+      for key, feature in first.features.items():
+        if other.features.get(key) != feature:
+          found = other.features.get(key)
+          raise ConfigError(f"{other.description}: key {key!r} is "
+                            f"{'missing' if found is None else f'{found.dtype} {list(found.shape)}'} but "
+                            f"{first.description} has {feature.dtype} {list(feature.shape)} per example "
+                            "(datasets trained together need the same keys, shapes and dtypes)")
+    self.sources = sources
+    self.features = first.features
+    self.description = ", ".join(s.description for s in sources)
+    self._starts = np.cumsum([0] + [len(s) for s in sources])
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    which = int(np.searchsorted(self._starts, index, side="right")) - 1
+    return self.sources[which][int(index - self._starts[which])]
+
+  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    indices = np.asarray(indices)
+    which = np.searchsorted(self._starts, indices, side="right") - 1
+    out = {k: np.empty((len(indices),) + f.shape, f.dtype) for k, f in self.features.items()}
+    for i in np.unique(which):
+      rows = which == i
+      part = self.sources[i].get_batch(indices[rows] - self._starts[i])
+      for key in out:
+        out[key][rows] = part[key]
+    return out
+
+
+def concatenated(sources: list[Source]) -> Source:
+  """One source over `sources` end to end (the only one as is)."""
+  return sources[0] if len(sources) == 1 else ConcatSource(sources)
+
+
+def as_source(data: Source | Arrays) -> Source:
+  """A Source as is; a dict of arrays wrapped as an in-memory source."""
+  return ArraySource(data) if isinstance(data, dict) else data
+
+
 def load_datasets(cfg: DataConfig) -> list[NamedDataset]:
   """The run's datasets: one per YAML of `data.dataset_configs_path` for data=dataset_dir
   (sorted by file name, at most `data.max_datasets`), else the built-in `data.name`."""

@@ -90,6 +90,11 @@ class AutoencoderTask(Task):
     self.model = Autoencoder(*(build_component(kind, getattr(config.model, kind), shapes)
                                for kind in ("encoder", "latent", "decoder")))
 
+  @classmethod
+  def expected_inputs(cls, config):
+    # Reconstructing x by squared error or Chamfer distance needs float x; Chamfer needs point sets.
+    return {"x": (2 if config.reconstruction == "chamfer" else None, "f")}
+
   def _inputs(self, batch):
     mask = batch["mask"] if self.has_mask else None
     return batch["x"], example_weights(batch), mask

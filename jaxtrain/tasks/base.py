@@ -75,6 +75,14 @@ class Task(abc.ABC):
     """`num` generated examples shaped like batch["x"] rows."""
     raise NotImplementedError
 
+  @classmethod
+  def expected_inputs(cls, config: Any) -> Mapping[str, tuple[Any, str]] | None:
+    """What the model needs of the data, checked against every dataset before anything
+    is built: {batch key: (per-example rank, or shape with None for any size, or None
+    for any; accepted dtype kinds such as "f" or "iu")}. None: no check."""
+    del config
+    return None
+
   def logical_axes(self) -> Any:
     """Logical axis names of every param (a pytree like params whose leaves are
     tuples of names such as ("embed", "mlp")), which mesh.logical_rules map to

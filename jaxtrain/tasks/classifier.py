@@ -84,6 +84,11 @@ class ClassifierTask(Task):
     encoder = build_component("encoder", config.model.encoder, shapes)
     self.model = Classifier(encoder, config.num_classes, config.dropout)
 
+  @classmethod
+  def expected_inputs(cls, config):
+    # One integer class id per example; inputs of any layout the encoder takes.
+    return {"x": (None, "fiu"), config.label_key: (0, "iu")}
+
   def init(self, rng):
     x = jnp.zeros((1,) + self.input_shape, jnp.float32)
     variables = self.model.init(rng, x, jnp.ones(x.shape[:2], jnp.float32) if self.has_mask else None)
