@@ -47,7 +47,7 @@ class Source(Protocol):
   """Random access to equally long named arrays (see the module docstring)."""
 
   features: Mapping[str, Feature]
-  description: str  # the file (or "arrays") it reads, for messages
+  description: str  # what it reads, for messages: "data file <path>", "data=digits (train)", ...
 
   def __len__(self) -> int:
     ...
@@ -67,15 +67,15 @@ def features_of(arrays: Mapping[str, Any]) -> dict[str, Feature]:
 def _equal_lengths(description: str, lengths: Mapping[str, int | None]) -> int:
   """The common length of a source's arrays, or a one-line ConfigError naming the two that differ."""
   if not lengths:
-    raise ConfigError(f"data file {description}: holds no arrays")
+    raise ConfigError(f"{description}: holds no arrays")
   scalar = next((k for k, n in lengths.items() if n is None), None)
   if scalar is not None:
-    raise ConfigError(f"data file {description}: key {scalar!r} is a single value (rank 0); "
+    raise ConfigError(f"{description}: key {scalar!r} is a single value (rank 0); "
                       "expected an array with one row per example")
   (first, n), *rest = lengths.items()
   for key, m in rest:
     if m != n:
-      raise ConfigError(f"data file {description}: key {key!r} has {m} rows but {first!r} has {n} "
+      raise ConfigError(f"{description}: key {key!r} has {m} rows but {first!r} has {n} "
                         "(arrays of one dataset must have equal length)")
   return n
 
@@ -87,7 +87,7 @@ def _select_keys(description: str, available: Iterable[str], keys: Mapping[str, 
     return {k: k for k in available}
   for batch_key, stored in keys.items():
     if stored not in available:
-      raise ConfigError(f"data file {description}: no key {stored!r} (for {batch_key!r}); "
+      raise ConfigError(f"{description}: no key {stored!r} (for {batch_key!r}); "
                         f"the file has: {', '.join(sorted(available)) or 'nothing'}")
   return dict(keys)
 
@@ -95,7 +95,7 @@ def _select_keys(description: str, available: Iterable[str], keys: Mapping[str, 
 class ArraySource:
   """In-memory arrays (a dict of equally long numpy arrays)."""
 
-  def __init__(self, arrays: Mapping[str, np.ndarray], description: str = "arrays"):
+  def __init__(self, arrays: Mapping[str, np.ndarray], description: str = "in-memory arrays"):
     self.description = description
     self._arrays = dict(arrays)
     self._len = _equal_lengths(description, {k: len(v) if np.ndim(v) else None for k, v in self._arrays.items()})
@@ -166,7 +166,7 @@ class NpzSource(_ReopeningSource):
 
   def __init__(self, path: str | Path, keys: Mapping[str, str] | None = None):
     self.path = Path(path)
-    self.description = str(path)
+    self.description = f"data file {path}"
     self._keys = keys
     self._arrays: dict[str, np.ndarray] | None = None
     arrays = self._open()
@@ -212,7 +212,7 @@ class Hdf5Source(_ReopeningSource):
 
   def __init__(self, path: str | Path, keys: Mapping[str, str] | None = None):
     self.path = Path(path)
-    self.description = str(path)
+    self.description = f"data file {path}"
     self._keys = keys
     self._file = self._datasets = None
     datasets = self._open()
@@ -274,14 +274,14 @@ class ArrayRecordSource:
 
     self._restore = msgpack_restore
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    self.description = ", ".join(str(p) for p in paths)
+    self.description = f"data file {', '.join(str(p) for p in paths)}"
     try:
       self._records = grain.sources.ArrayRecordDataSource([str(p) for p in paths])
       self._len = len(self._records)
     except Exception as err:  # the reader's own errors (RuntimeError, ValueError, ...) name no file
-      raise ConfigError(f"data file {self.description}: not a readable ArrayRecord file ({err})") from None
+      raise ConfigError(f"{self.description}: not a readable ArrayRecord file ({err})") from None
     if self._len == 0:
-      raise ConfigError(f"data file {self.description}: holds no records")
+      raise ConfigError(f"{self.description}: holds no records")
     first = self._decode(self._records[0], raw=True)
     self._keys = _select_keys(self.description, first, keys)
     self.features = {k: Feature(np.shape(first[s]), np.asarray(first[s]).dtype) for k, s in self._keys.items()}
@@ -290,7 +290,7 @@ class ArrayRecordSource:
     try:
       example = self._restore(record)
     except Exception as err:
-      raise ConfigError(f"data file {self.description}: a record is not a msgpack dict of arrays ({err})") from None
+      raise ConfigError(f"{self.description}: a record is not a msgpack dict of arrays ({err})") from None
     if raw:
       return example
     return {k: np.asarray(example[s]) for k, s in self._keys.items()}

@@ -31,11 +31,11 @@ def kind_names(kinds: str) -> str:
 def validate_split(source: Source, split: str, check_finite: bool = True) -> None:
   """One split of one dataset: not empty, numeric arrays, and (optionally) finite floats."""
   if len(source) == 0:
-    raise ConfigError(f"data file {source.description}: the {split} split is empty "
+    raise ConfigError(f"{source.description}: the {split} split is empty "
                       f"(needs at least one example; check val_fraction or the file)")
   for key, feature in source.features.items():
     if feature.dtype.kind not in NUMERIC_KINDS:
-      raise ConfigError(f"data file {source.description}: key {key!r} has dtype {feature.dtype}; "
+      raise ConfigError(f"{source.description}: key {key!r} has dtype {feature.dtype}; "
                         f"expected numbers ({kind_names(NUMERIC_KINDS)})")
   if check_finite:
     check_all_finite(source, split)
@@ -55,19 +55,19 @@ def check_all_finite(source: Source, split: str = "train") -> None:
       finite = np.isfinite(batch[key].reshape(len(rows), -1)).all(axis=1)
       if not finite.all():
         row = int(start + np.argmin(finite))
-        raise ConfigError(f"data file {source.description}: key {key!r} has NaN or Inf in row {row} of the "
+        raise ConfigError(f"{source.description}: key {key!r} has NaN or Inf in row {row} of the "
                           f"{split} split (float inputs must be finite; data.check_finite=false skips this)")
 
 
 def same_features(train: Source, val: Source) -> None:
   """The val split must have the train split's keys with the same per-example shapes and dtypes."""
   if set(train.features) != set(val.features):
-    raise ConfigError(f"data file {val.description}: val keys {sorted(val.features)} differ from the train "
+    raise ConfigError(f"{val.description}: val keys {sorted(val.features)} differ from the train "
                       f"keys {sorted(train.features)} of {train.description}")
   for key, feature in train.features.items():
     other = val.features[key]
     if other != feature:
-      raise ConfigError(f"data file {val.description}: key {key!r} is {_describe(other)} in val but "
+      raise ConfigError(f"{val.description}: key {key!r} is {_describe(other)} in val but "
                         f"{_describe(feature)} in train ({train.description})")
 
 
@@ -87,11 +87,11 @@ def check_compatibility(expected: Mapping[str, InputSpec] | None, sources: Seque
   for source in sources:
     for key, (rank_or_shape, kinds) in expected.items():
       if key not in source.features:
-        raise ConfigError(f"data file {source.description}: {who} needs key {key!r} "
+        raise ConfigError(f"{source.description}: {who} needs key {key!r} "
                           f"({_expectation(rank_or_shape, kinds)}), the data have: {', '.join(source.features)}")
       feature = source.features[key]
       if not _matches(feature.shape, rank_or_shape) or feature.dtype.kind not in kinds:
-        raise ConfigError(f"data file {source.description}: key {key!r} is {_describe(feature)}, but {who} "
+        raise ConfigError(f"{source.description}: key {key!r} is {_describe(feature)}, but {who} "
                           f"expects {_expectation(rank_or_shape, kinds)}")
 
 
