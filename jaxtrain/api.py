@@ -247,6 +247,8 @@ def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, acti
       "final_metrics": book.last_eval,
       "stop_reason": book.stop_reason,
       "train_steps_per_sec": result.steps_per_sec and round(result.steps_per_sec, 3),
+      # Share of the loop's wall time blocked on the data pipeline (next(data_iterator)).
+      "input_wait_fraction": result.input_wait_fraction and round(result.input_wait_fraction, 4),
       "steps_this_session": result.steps_run,
       "compile_seconds": round(compile_seconds, 3),
       "eval_seconds": round(evaluate.seconds, 3),

@@ -30,6 +30,12 @@ class FitResult:
   loop_seconds: float
   stopped_early: bool
   preempted: bool = False
+  input_wait_seconds: float = 0.0  # blocked in next(data_iterator)
+
+  @property
+  def input_wait_fraction(self) -> float | None:
+    """Share of the loop's wall time spent waiting for data (None when it ran no step)."""
+    return self.input_wait_seconds / self.loop_seconds if self.steps_run and self.loop_seconds > 0 else None
 
   @property
   def diverged(self) -> bool:
@@ -60,10 +66,12 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
   ctx = LoopContext(step=start_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, state=state,
                     train_metrics=None, data_iterator=data_iterator, book=book)
   in_flight: collections.deque = collections.deque()
-  start = time.perf_counter()
+  start = ctx.started_at = time.perf_counter()
   try:
     while ctx.step < total_steps and not ctx.stop_requested:
+      waiting_since = time.perf_counter()
       batch = next(data_iterator)
+      ctx.input_wait_secs += time.perf_counter() - waiting_since
       # Batches arrive already on the devices; any implicit host<->device
       # transfer inside the step would be a hidden sync, so it is an error.
       with jax.transfer_guard("disallow"):
@@ -94,4 +102,4 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
       action.close()
   return FitResult(state=ctx.state, book=book, final_step=ctx.step, steps_run=ctx.step - start_step,
                    loop_seconds=loop_seconds, stopped_early=book.stop_reason is not None,
-                   preempted=ctx.preempted)
+                   preempted=ctx.preempted, input_wait_seconds=ctx.input_wait_secs)

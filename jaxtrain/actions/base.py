@@ -50,6 +50,10 @@ class LoopContext:
   # Set when a preemption signal stopped the loop: the final round then runs
   # only the actions that must (the checkpoint), to fit in the grace period.
   preempted: bool = False
+  # Seconds this call of fit() spent blocked in next(data_iterator), and when it started
+  # (time.perf_counter): the input-wait fraction of any interval comes from these two.
+  input_wait_secs: float = 0.0
+  started_at: float = dataclasses.field(default_factory=time.perf_counter)
 
   @property
   def epoch(self) -> float:

@@ -49,9 +49,10 @@ class LogTrainMetrics(PeriodicAction):
     self.live = live
     self.log_every = log_every
     self.sync_every = sync_every
-    self._pending: tuple[int, float, Any, float, float | None] | None = None
+    self._pending: tuple[int, float, Any, float, float | None, float | None] | None = None
     self._prev_step: int | None = None
     self._prev_time: float | None = None
+    self._wait_mark: tuple[float, float] | None = None  # (perf_counter, ctx.input_wait_secs) at the last row
 
   def run(self, ctx: LoopContext) -> None:
     if ctx.train_metrics is None:
@@ -67,17 +68,23 @@ class LogTrainMetrics(PeriodicAction):
     if self._prev_step is not None and ctx.step > self._prev_step:
       rate = (ctx.step - self._prev_step) / (now - self._prev_time)
     self._prev_step, self._prev_time = ctx.step, now
+    # The first interval starts with the loop, so even a single row has a wait fraction.
+    mark_time, mark_wait = self._wait_mark or (ctx.started_at, 0.0)
+    wait_frac = (ctx.input_wait_secs - mark_wait) / (now - mark_time) if now > mark_time else None
+    self._wait_mark = (now, ctx.input_wait_secs)
     self._flush()
-    self._pending = (ctx.step, ctx.epoch, ctx.train_metrics, rate, self.live.epoch_time_s)
+    self._pending = (ctx.step, ctx.epoch, ctx.train_metrics, rate, self.live.epoch_time_s, wait_frac)
 
   def _flush(self) -> None:
     if self._pending is None:
       return
-    step, epoch, device_metrics, rate, epoch_time = self._pending
+    step, epoch, device_metrics, rate, epoch_time, wait_frac = self._pending
     self._pending = None
     metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     row = {"step": step, "epoch": round(epoch, 4), "split": "train", "steps_per_sec": rate,
            "epoch_time_s": epoch_time, "max_memory_mib": max_memory_mib()}
+    if "input_wait_frac" in self.scalars.columns:  # absent from the header of a run begun before it existed
+      row["input_wait_frac"] = wait_frac
     row.update({k: v for k, v in metrics.items() if k in self.scalars.columns})
     self.scalars.write(row)
     self.live.step, self.live.loss = step, metrics.get("loss")

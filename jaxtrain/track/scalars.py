@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 LEADING = ["step", "epoch", "split", "loss"]
-TRAILING = ["lr", "steps_per_sec", "epoch_time_s", "max_memory_mib"]
+TRAILING = ["lr", "steps_per_sec", "epoch_time_s", "max_memory_mib", "input_wait_frac"]
 
 
 def columns_for(metric_names: Iterable[str]) -> list[str]:
