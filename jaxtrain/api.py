@@ -30,6 +30,8 @@ from jaxtrain.resume import restore_newest_valid
 from jaxtrain.track import rundir
 from jaxtrain.track.events import EventWriter
 from jaxtrain.track.scalars import ScalarWriter, columns_for, drop_rows_after
+from jaxtrain.track.secrets import redact_yaml_files
+from jaxtrain.track.tracking import RunTracking
 from jaxtrain.track.summary import params_fingerprint, write_summary
 
 log = logging.getLogger("jaxtrain")
@@ -85,14 +87,20 @@ def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
   if jax.process_index() == 0:  # the one writer of the shared run directory
     _write_config_records(run_dir, spec, overrides)
   events = EventWriter(run_dir / rundir.FACTS_DIR / "events.jsonl", enabled=jax.process_index() == 0)
+  # The experiment-database row and the metric writers (a run that saves nothing records nothing).
+  tracking = RunTracking(spec, run_dir, overrides,
+                         enabled=jax.process_index() == 0 and spec.config.logging.save_artifacts)
   try:
-    result = _train(spec, run_dir, resume_from, events)
+    result = _train(spec, run_dir, resume_from, events, tracking=tracking)
+    tracking.end("finished", result.summary)
     return result if scratch is None else dataclasses.replace(result, run_dir=None)
-  except (Preempted, TrainingDiverged):
+  except (Preempted, TrainingDiverged) as err:
+    tracking.end("preempted" if isinstance(err, Preempted) else "failed")
     raise  # orderly endings, already recorded as on_preemption / on_train_end
   except BaseException as err:
     events.write("on_exception", error=type(err).__name__, message=str(err)[:2000],
                  traceback=traceback.format_exc(limit=8)[-4000:])
+    tracking.end("failed")
     raise
   finally:
     if scratch is not None:
@@ -138,9 +146,12 @@ def _write_config_records(run_dir: Path, spec: RunSpec, overrides: list[str]) ->
     (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(spec.raw))
   if not (hydra_dir / "overrides.yaml").exists():
     (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+  # Also Hydra's own files (the CLI writes them first): no secret stays in a snapshot.
+  redact_yaml_files(hydra_dir)
 
 
-def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: EventWriter) -> Result:
+def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: EventWriter,
+           tracking: RunTracking | None = None) -> Result:
   cfg = spec.config
   is_writer = jax.process_index() == 0
   heartbeat = Heartbeat(run_dir / "heartbeat.json", enabled=is_writer)
@@ -172,7 +183,7 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   if is_writer:
     drop_rows_after(scalars_path, start_step)
   scalars = ScalarWriter(scalars_path, columns_for(engine.metric_names + engine.eval_metric_names),
-                         enabled=is_writer)
+                         enabled=is_writer, sinks=tracking.open_writers(start_step) if tracking else ())
 
   # Compile before the clock starts: steps/s in the summary excludes compilation.
   engine.train_step.compile(state, engine.put_batch(engine.train_data[0]))

@@ -204,6 +204,26 @@ class LoggingConfig:
   # Examples in the reconstruction and sample grids; points in the latent plot.
   plot_examples: int = 8
   plot_points: int = 2000
+  # Where logged rows go (jaxtrain/track/writers.py): csv (facts/scalars.csv, always
+  # written), jsonl (facts/metrics.jsonl), tensorboard, wandb, mlflow (extras of those names).
+  writers: list[str] = dataclasses.field(default_factory=lambda: ["jsonl", "csv"])
+  # wandb: offline unless WANDB_MODE says otherwise; the project defaults to "jaxtrain".
+  wandb_project: Optional[str] = None
+  wandb_entity: Optional[str] = None
+  # mlflow: null = a file store in <run_dir>/mlruns.
+  mlflow_tracking_uri: Optional[str] = None
+  mlflow_experiment: str = "jaxtrain"
+
+
+@dataclasses.dataclass
+class DBConfig:
+  """The experiment database (jaxtrain/track/db.py, `python -m jaxtrain.runs`)."""
+
+  enabled: bool = True
+  # Any SQLAlchemy URL; null = $JAXTRAIN_DB_URL, else sqlite:///<run.root>/experiments.db.
+  url: Optional[str] = None
+  # SQLite's busy timeout; writes also retry with backoff while the database is locked.
+  timeout_secs: float = 30.0
 
 
 @dataclasses.dataclass
@@ -255,3 +275,4 @@ class Config:
   logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   dist: DistConfig = dataclasses.field(default_factory=DistConfig)
+  db: DBConfig = dataclasses.field(default_factory=DBConfig)

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jaxtrain.track.secrets import redact
+
 EVENTS = ("on_start", "on_eval", "on_checkpoint", "on_epoch_end", "on_train_end", "on_exception", "on_preemption")
 
 
@@ -24,7 +26,8 @@ class EventWriter:
       raise ValueError(f"unknown event {event!r}; known: {', '.join(EVENTS)}")
     if not self.enabled:
       return
-    record = {"event": event, "time": round(time.time(), 3), **fields}
+    # Messages and tracebacks may quote a URL with a password or a secret from the environment.
+    record = redact({"event": event, "time": round(time.time(), 3), **fields})
     with self.path.open("a") as f:
       f.write(json.dumps(record, default=_jsonable) + "\n")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 LEADING = ["step", "epoch", "split", "loss"]
 TRAILING = ["lr", "steps_per_sec", "epoch_time_s", "max_memory_mib", "input_wait_frac"]
@@ -17,12 +17,17 @@ def columns_for(metric_names: Iterable[str]) -> list[str]:
 
 
 class ScalarWriter:
-  """Appends rows to a CSV with a header fixed at start; unknown keys are an error."""
+  """Appends rows to a CSV with a header fixed at start; unknown keys are an error.
 
-  def __init__(self, path: Path, columns: list[str], enabled: bool = True):
+  Every row also goes to each of `sinks` (jaxtrain/track/writers.py: metrics.jsonl,
+  TensorBoard, W&B, MLflow, the experiment database) as (step, split, metrics).
+  """
+
+  def __init__(self, path: Path, columns: list[str], enabled: bool = True, sinks: Sequence[Any] = ()):
     self.path = path
     self.columns = columns
     self.enabled = enabled
+    self.sinks = list(sinks)
     if enabled:
       path.parent.mkdir(parents=True, exist_ok=True)
       if not path.exists() or path.stat().st_size == 0:
@@ -41,6 +46,9 @@ class ScalarWriter:
       raise KeyError(f"scalars.csv has no column for {sorted(unknown)}")
     with self.path.open("a", newline="") as f:
       csv.writer(f).writerow([_format(row.get(c)) for c in self.columns])
+    metrics = {k: v for k, v in row.items() if k not in ("step", "split") and v is not None}
+    for sink in self.sinks:
+      sink.write(int(row["step"]), str(row["split"]), metrics)
 
 
 def _format(value: Any) -> str:

@@ -1,0 +1,92 @@
+"""Redaction of secrets, in one place, for everything a run writes.
+
+A secret is (1) the value of a config key or an environment variable whose name looks
+secret (API_KEY, TOKEN, SECRET, PASSWORD, ...), (2) the password in a URL
+(`postgresql://user:PASSWORD@host/db`), or (3) an `key=value` override whose key looks
+secret. Config snapshots, events, the experiment database and every metric writer pass
+what they write through `redact` (or `redact_text`), which puts "***" in their place.
+Redaction is stateless: the environment is read at each call, so a secret set after
+start-up is still caught.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+MASK = "***"
+
+# Words that make a name secret when they appear as a whole component of it
+# ("max_tokens" is not a secret; "hf_token" and "WANDB_API_KEY" are).
+_SECRET_WORDS = {"token", "secret", "password", "passwd", "pwd", "credential", "credentials", "apikey",
+                 "passphrase"}
+_SECRET_PAIRS = {("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"), ("auth", "key")}
+# Environment values shorter than this are too likely to occur by chance ("1", "true").
+_MIN_ENV_SECRET_LENGTH = 6
+
+_URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@/\s]+)@")
+_OVERRIDE = re.compile(r"^(?P<key>[+~]{0,2}[\w.\-/]+)=(?P<value>.*)$", re.DOTALL)
+
+
+def is_secret_name(name: str) -> bool:
+  """True for names like API_KEY, hf_token, db.password, WANDB_API_KEY, aws_secret_access_key."""
+  spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))  # camelCase -> camel_Case
+  words = [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
+  if any(w in _SECRET_WORDS for w in words):
+    return True
+  return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:]))
+
+
+def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+  """Values of the environment variables whose names look secret, longest first."""
+  environ = os.environ if environ is None else environ
+  values = {v for k, v in environ.items() if is_secret_name(k) and len(v) >= _MIN_ENV_SECRET_LENGTH}
+  return sorted(values, key=len, reverse=True)
+
+
+def redact_text(text: str, env_secrets: list[str] | None = None) -> str:
+  """`text` with URL passwords, secret overrides and secret environment values masked."""
+  env_secrets = environment_secrets() if env_secrets is None else env_secrets
+  override = _OVERRIDE.match(text)
+  if override and is_secret_name(override.group("key").rsplit(".", 1)[-1]):
+    return f"{override.group('key')}={MASK}"
+  text = _URL_CREDENTIALS.sub(rf"\g<head>:{MASK}@", text)
+  for value in env_secrets:
+    text = text.replace(value, MASK)
+  return text
+
+
+def redact(value: Any, env_secrets: list[str] | None = None) -> Any:
+  """A copy of `value` (dicts, lists, strings, numbers) with every secret masked.
+
+  Values under secret-looking keys become "***" whatever they are (null stays null:
+  an unset key reveals nothing).
+  """
+  env_secrets = environment_secrets() if env_secrets is None else env_secrets
+  if isinstance(value, str):
+    return redact_text(value, env_secrets)
+  if isinstance(value, Mapping):
+    return {key: (MASK if is_secret_name(str(key)) and item is not None else redact(item, env_secrets))
+            for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [redact(item, env_secrets) for item in value]
+  return value
+
+
+def redact_yaml_files(folder: Path) -> None:
+  """Rewrites the YAML files of `folder` (a run's .hydra/) with their secrets masked.
+
+  Hydra's command line writes config.yaml, hydra.yaml and overrides.yaml before the run
+  starts; interpolations are kept as written (they are not resolved here).
+  """
+  from omegaconf import OmegaConf
+
+  for path in sorted(folder.glob("*.yaml")):
+    original = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    cleaned = redact(original)
+    if cleaned != original:
+      tmp = path.with_suffix(".yaml.tmp")
+      tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(cleaned)))
+      tmp.replace(path)
