@@ -29,6 +29,12 @@ class DataConfig:
   read_threads: int = 2
   prefetch: int = 4
   device_prefetch: int = 2
+  # data=text: files matching text_glob under text_dir (null = the Python standard
+  # library's source), cut at max_bytes, in windows of seq_len + 1 bytes.
+  text_dir: Optional[str] = None
+  text_glob: str = "*.py"
+  seq_len: int = 128
+  max_bytes: int = 4 * 2**20
   # data=dataset_dir: a directory of per-dataset YAML files (jaxtrain/data/dataset_dir.py),
   # read in file-name order, at most max_datasets of them (null = all).
   dataset_configs_path: Optional[str] = None

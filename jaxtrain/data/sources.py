@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jaxtrain.config.schema import DataConfig
-from jaxtrain.data import digits_layouts
+from jaxtrain.data import digits_layouts, text
 from jaxtrain.data.formats import ArraySource, Source
 from jaxtrain.errors import ConfigError
 
@@ -75,6 +75,7 @@ SOURCES: dict[str, Callable[[DataConfig], Splits]] = {
     "digits": digits,
     "digits_images": digits_images,
     "digits_points": digits_points,
+    "text": text.text,
 }
 
 

@@ -90,6 +90,13 @@ class Task(abc.ABC):
     mesh.params rule then decide)."""
     return None
 
+  def step_cost(self, global_batch_size: int) -> dict[str, float] | None:
+    """{"tokens": ..., "flops": ...} of one train step on a global batch of this
+    many examples (model FLOPs, forward + backward), from which the logger reports
+    tokens_per_sec and MFU; None when the task does not count them."""
+    del global_batch_size
+    return None
+
   def supports(self, view: str) -> bool:
     """Whether this task overrides the optional view `view` (embed, reconstruct, sample)."""
     return getattr(type(self), view) is not getattr(Task, view)
