@@ -109,12 +109,12 @@ def _split_context(engine: Any, spec: Any, split: str) -> tuple[Any, list[Any]]:
   import jax
 
   from jaxtrain.data import pipeline
-  from jaxtrain.data.sources import load_splits
+  from jaxtrain.data.sources import concatenated, load_datasets
   from jaxtrain.evaluators.base import build_evaluators
 
-  arrays = getattr(load_splits(spec.config.data), split)
+  source = concatenated([getattr(dataset, split) for dataset in load_datasets(spec.config.data)])
   context = engine.eval_context.for_batches(
-      pipeline.eval_dataset(arrays, spec.config.data, multiple_of=jax.local_device_count()))
+      pipeline.eval_dataset(source, spec.config.data, multiple_of=jax.local_device_count()))
   return context, build_evaluators(spec.config.eval.evaluators, context)[0]
 
 
