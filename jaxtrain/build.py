@@ -16,7 +16,7 @@ from jaxtrain.core.compile import ShapeCompiledStep
 from jaxtrain.core.guard import guarded
 from jaxtrain.core.optim import make_optimizer, make_schedule, optimizer_steps
 from jaxtrain.core.state import TrainState, init_state_fn
-from jaxtrain.data import pipeline, validation
+from jaxtrain.data import mining, pipeline, validation
 from jaxtrain.data.sources import concatenated, load_datasets
 from jaxtrain.errors import ConfigError
 from jaxtrain.evaluators.base import EvalContext, Evaluator, build_evaluators, run_evaluators
@@ -46,6 +46,7 @@ class Engine:
   eval_metric_names: list[str]  # every evaluator's metrics
   evaluators: list[Evaluator] = dataclasses.field(default_factory=list)  # eval.evaluators, in order
   eval_context: EvalContext | None = None  # the val split and the compiled calls the evaluators share
+  mining_table: Any = None  # data.mining: the per-example loss table that steers sampling
 
   def evaluate(self, state: TrainState, evaluators: Sequence[Evaluator] | None = None) -> dict[str, float]:
     """The results of `evaluators` (default: all of eval.evaluators) on the validation split."""
@@ -53,7 +54,7 @@ class Engine:
 
   def train_iterator(self, data_cfg: Any) -> Any:
     """A fresh Grain iterator over the train batches, prefetching to the devices."""
-    return pipeline.device_iterator(self.train_data, self.put_batch, data_cfg)
+    return pipeline.device_iterator(self.train_data, self.put_batch, data_cfg, self.mining_table)
 
 
 def total_train_steps(steps: int | None, epochs: float | None, steps_per_epoch: int) -> int:
@@ -88,7 +89,8 @@ def build(spec: RunSpec) -> Engine:
   task_cls = task_class(spec.task.name)
   validation.check_compatibility(task_cls.expected_inputs(spec.task), [d.train for d in datasets],
                                  f"task={spec.task.name}")
-  train_data = pipeline.train_dataset(train_source, cfg.data)
+  train_stream = pipeline.train_pipeline(datasets, cfg.data)  # mixture, sampling, mining, augmentation
+  train_data = train_stream.dataset
   val_data = pipeline.eval_dataset(val_source, cfg.data, multiple_of=jax.local_device_count())
   example = train_data[0]
   task = task_cls(spec.task, example)
@@ -114,6 +116,9 @@ def build(spec: RunSpec) -> Engine:
   if cfg.trainer.skip_nonfinite or cfg.trainer.spike_zscore is not None:
     step_fn = guarded(step_fn, skip_nonfinite=cfg.trainer.skip_nonfinite, spike_zscore=cfg.trainer.spike_zscore,
                       spike_window=cfg.trainer.spike_window)
+  metric_step = step_fn
+  if train_stream.mining_table is not None:  # the step also reports each example's loss
+    step_fn = mining.with_example_losses(step_fn, task.loss)
   train_step = ShapeCompiledStep(step_fn, name="train_step",
                                  in_shardings=(shardings, example_shardings), out_shardings=(shardings, replicated))
   # A small val split stays on the devices: evaluations then cost only compute.
@@ -121,13 +126,13 @@ def build(spec: RunSpec) -> Engine:
   eval_context = EvalContext(task, mesh, shardings, abstract_state, val_data, put_batch,
                              cache_on_device=val_bytes <= CACHE_VAL_BYTES)
   evaluators, eval_names = build_evaluators(cfg.eval.evaluators, eval_context)
-  metric_names = sorted(jax.eval_shape(step_fn, abstract_state, _abstract(example))[1])
+  metric_names = sorted(jax.eval_shape(metric_step, abstract_state, _abstract(example))[1])
   return Engine(mesh=mesh, task=task, state=state, state_shardings=shardings, train_step=train_step,
                 eval_step=eval_context.eval_step, train_data=train_data, val_data=val_data,
                 val_batches=eval_context.device_batches, put_batch=put_batch,
                 num_train=num_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                 metric_names=metric_names, eval_metric_names=eval_names, evaluators=evaluators,
-                eval_context=eval_context)
+                eval_context=eval_context, mining_table=train_stream.mining_table)
 
 
 def _abstract(batch: Any) -> Any:

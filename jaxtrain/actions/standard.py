@@ -12,6 +12,7 @@ from jaxtrain.actions.early_stopping import EarlyStopping
 from jaxtrain.actions.evaluation import make_evaluate
 from jaxtrain.actions.heartbeat import BeatWhileTraining, Heartbeat
 from jaxtrain.actions.logging import EpochEnd, LiveStats, LogTrainMetrics, StopOnBadUpdates
+from jaxtrain.actions.mining import UpdateMiningTable
 from jaxtrain.actions.progress import make_progress
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.faults import fault_from_env
@@ -33,6 +34,9 @@ def standard_actions(cfg: Any, engine: Any, events: EventWriter, scalars: Scalar
   # Each evaluator on its own schedule (eval.evaluators); checkpoint steps included for the monitored one.
   evaluate = make_evaluate(cfg, engine, events, scalars, heartbeat)
   actions: list[PeriodicAction] = [EpochEnd(events, live, engine.steps_per_epoch), evaluate]
+  if engine.mining_table is not None:
+    # First: it takes the per-example losses out of the train metrics before anything reads them.
+    actions.insert(0, UpdateMiningTable(engine.mining_table))
   if cfg.trainer.early_stopping.enabled:
     actions.append(EarlyStopping(cfg.trainer.early_stopping, every_steps=evaluate.every_steps))
   actions.append(SaveCheckpoint(checkpointer, events, cfg.checkpoint.monitor, cfg.checkpoint.mode,

@@ -15,6 +15,56 @@ from omegaconf import MISSING
 
 
 @dataclasses.dataclass
+class MixtureConfig:
+  """How often each dataset is drawn (jaxtrain/data/mixture.py)."""
+
+  # A list in dataset order or {dataset: weight}; null = the datasets' own
+  # `weight` options when all have one, else proportional to their sizes.
+  weights: Any = None
+
+
+@dataclasses.dataclass
+class CurriculumConfig:
+  """Mixture weights as a function of the step: none | linear | staged | function."""
+
+  kind: str = "none"
+  # linear: start_weights -> end_weights over ramp_steps (null = mixture weights).
+  start_weights: Any = None
+  end_weights: Any = None
+  ramp_steps: int = 1000
+  # staged: [{until_step: 500, weights: [...]}, ...]; the last stage lasts (until_step may be null).
+  stages: list[Any] = dataclasses.field(default_factory=list)
+  # function: "package.module:weights_at", called as weights_at(step) -> weights.
+  function: Optional[str] = None
+
+
+@dataclasses.dataclass
+class SamplingConfig:
+  """Which examples of a dataset each batch takes: uniform (every example once per
+  epoch) | weighted (with replacement) | weighted_no_replacement (weighted epochs)."""
+
+  kind: str = "uniform"
+  # The per-example weight column of the weighted kinds (e.g. quality).
+  weight_key: Optional[str] = None
+
+
+@dataclasses.dataclass
+class MiningConfig:
+  """Hard-example mining: training losses steer sampling (jaxtrain/data/mining.py)."""
+
+  enabled: bool = False
+  # Share of the draws by loss (the rest as data.sampling would draw).
+  mix: float = 0.5
+  # Loss-proportional weights: ema^power, or softmax(ema / temperature) when set.
+  power: float = 1.0
+  temperature: Optional[float] = None
+  # Each example's loss estimate: ema * previous + (1 - ema) * newest loss.
+  ema: float = 0.9
+  # Steps between table updates; batches sample from a table one update old.
+  every: int = 20
+
+
+@dataclasses.dataclass
 class DataConfig:
   """Where the examples come from and how they are batched."""
 
@@ -29,6 +79,17 @@ class DataConfig:
   read_threads: int = 2
   prefetch: int = 4
   device_prefetch: int = 2
+  # Several datasets: mixture weights, their curriculum over steps, per-example
+  # sampling, hard-example mining; one dataset per batch with group_by_dataset.
+  mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
+  curriculum: CurriculumConfig = dataclasses.field(default_factory=CurriculumConfig)
+  sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+  mining: MiningConfig = dataclasses.field(default_factory=MiningConfig)
+  group_by_dataset: bool = False
+  # Augmentations in order: names or {name: ..., option: value} (jaxtrain/data/augment.py).
+  augment: list[Any] = dataclasses.field(default_factory=list)
+  # Grain worker processes reading batches (0 = read in this process).
+  worker_count: int = 0
   # data=text: files matching text_glob under text_dir (null = the Python standard
   # library's source), cut at max_bytes, in windows of seq_len + 1 bytes.
   text_dir: Optional[str] = None
