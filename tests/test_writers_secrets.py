@@ -1,0 +1,119 @@
+"""Secrets are masked in one place for every writer; the metric writers and their fan-out."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from jaxtrain.errors import ConfigError
+from jaxtrain.track import secrets
+from jaxtrain.track.events import EventWriter, read_events
+from jaxtrain.track.scalars import ScalarWriter
+from jaxtrain.track.writers import DBWriter, JsonlWriter, check_writers
+
+SECRET = "tok-91c2d7e4aa"
+
+
+@pytest.mark.parametrize("name,secret", [
+    ("API_KEY", True), ("WANDB_API_KEY", True), ("hf_token", True), ("db.password", True),
+    ("aws_secret_access_key", True), ("clientSecret", True), ("PASSWD", True),
+    ("max_tokens", False), ("tokenizer", False), ("url", False), ("keyboard", False), ("lr", False)])
+def test_secret_names(name, secret):
+  assert secrets.is_secret_name(name) is secret
+
+
+def test_redact_masks_keys_urls_overrides_and_environment_values(monkeypatch):
+  monkeypatch.setenv("MY_SERVICE_TOKEN", SECRET)
+  monkeypatch.setenv("HOME_DIRECTORY", "/home/not-a-secret")
+  config = {"db": {"url": "postgresql://bob:hunter2@db:5432/runs", "password": "pw", "timeout": 3},
+            "logging": {"wandb_api_key": None, "note": f"uses {SECRET} inside"},
+            "overrides": ["optim.lr=0.1", "+logging.api_key=abc", "x=https://u:p4ss@host/path"]}
+  cleaned = secrets.redact(config)
+  assert cleaned["db"] == {"url": "postgresql://bob:***@db:5432/runs", "password": "***", "timeout": 3}
+  assert cleaned["logging"] == {"wandb_api_key": None, "note": "uses *** inside"}
+  assert cleaned["overrides"] == ["optim.lr=0.1", "+logging.api_key=***", "x=https://u:***@host/path"]
+  assert secrets.redact_text("/home/not-a-secret") == "/home/not-a-secret"
+  assert config["db"]["password"] == "pw"  # a copy: the input is untouched
+
+
+def test_config_snapshots_and_events_are_redacted(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXTRAIN_TEST_SECRET", SECRET)
+  hydra_dir = tmp_path / ".hydra"
+  hydra_dir.mkdir()
+  (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(["db.url=postgresql://u:hunter2@h/db"]))
+  (hydra_dir / "config.yaml").write_text("db:\n  url: null\nlogging:\n  secret_note: abc\n  x: ${oc.env:HOME}\n")
+  secrets.redact_yaml_files(hydra_dir)
+  assert OmegaConf.load(hydra_dir / "overrides.yaml") == ["db.url=postgresql://u:***@h/db"]
+  config = OmegaConf.load(hydra_dir / "config.yaml")
+  assert config.logging.secret_note == "***" and config.db.url is None
+  assert OmegaConf.to_container(config)["logging"]["x"] == "${oc.env:HOME}"  # interpolations stay as written
+  events = EventWriter(tmp_path / "events.jsonl")
+  events.write("on_exception", error="RuntimeError", message=f"could not log in with {SECRET}")
+  assert SECRET not in (tmp_path / "events.jsonl").read_text()
+  assert read_events(tmp_path / "events.jsonl")[0]["message"] == "could not log in with ***"
+
+
+class _Collect:
+
+  def __init__(self):
+    self.rows, self.closed = [], None
+
+  def write(self, step, split, metrics):
+    self.rows.append((step, split, dict(metrics)))
+
+  def close(self, status="finished"):
+    self.closed = status
+
+
+def test_scalar_rows_fan_out_to_every_writer(tmp_path):
+  sinks = [_Collect(), _Collect()]
+  scalars = ScalarWriter(tmp_path / "scalars.csv", ["step", "epoch", "split", "loss", "lr"], sinks=sinks)
+  scalars.write({"step": 10, "epoch": 1.0, "split": "train", "loss": 0.5, "lr": None})
+  scalars.write({"step": 10, "epoch": 1.0, "split": "val", "loss": 0.4})
+  expected = [(10, "train", {"epoch": 1.0, "loss": 0.5}), (10, "val", {"epoch": 1.0, "loss": 0.4})]
+  assert sinks[0].rows == expected and sinks[1].rows == expected
+  assert len((tmp_path / "scalars.csv").read_text().splitlines()) == 3  # the CSV is still written
+
+
+def test_jsonl_writer_drops_the_rows_a_resume_logs_again(tmp_path):
+  path = tmp_path / "facts" / "metrics.jsonl"
+  writer = JsonlWriter(path)
+  for step in (10, 20, 30):
+    writer.write(step, "train", {"loss": 1.0 / step})
+  writer.close()
+  JsonlWriter(path, start_step=20).write(30, "train", {"loss": 0.0})
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  assert [(r["step"], r["metrics"]["loss"]) for r in rows] == [(10, 0.1), (20, 0.05), (30, 0.0)]
+
+
+def test_unknown_writer_and_missing_package_are_one_line_config_errors(monkeypatch):
+  with pytest.raises(ConfigError, match="unknown writer 'tensorbored'; choose from: csv, jsonl"):
+    check_writers(OmegaConf.create({"writers": ["csv", "tensorbored"]}))
+  monkeypatch.setitem(sys.modules, "wandb", None)  # as if it were not installed
+  with pytest.raises(ConfigError, match=r"pip install 'jaxtrain\[wandb\]'") as err:
+    check_writers(OmegaConf.create({"writers": ["jsonl", "wandb"]}))
+  assert "\n" not in str(err.value)
+
+
+class _BrokenDB:
+
+  def __init__(self):
+    self.calls = 0
+
+  def log_metrics(self, *args):
+    self.calls += 1
+    raise RuntimeError("database is locked")
+
+  def describe(self):
+    return "sqlite:///x.db"
+
+
+def test_database_writer_failure_costs_rows_not_the_run(caplog):
+  broken = _BrokenDB()
+  writer = DBWriter(broken, "run1")
+  writer.write(10, "train", {"loss": 1.0})
+  writer.write(20, "train", {"loss": 1.0})  # no second attempt, no exception
+  assert broken.calls == 1 and "no more metric rows" in caplog.text
