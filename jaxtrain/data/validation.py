@@ -55,8 +55,10 @@ def check_all_finite(source: Source, split: str = "train") -> None:
       finite = np.isfinite(batch[key].reshape(len(rows), -1)).all(axis=1)
       if not finite.all():
         row = int(start + np.argmin(finite))
-        raise ConfigError(f"{source.description}: key {key!r} has NaN or Inf in row {row} of the "
-                          f"{split} split (float inputs must be finite; data.check_finite=false skips this)")
+        # A split of a file is a view on some of its rows: name the row of the file.
+        row = int(source.indices[row]) if hasattr(source, "indices") else row
+        raise ConfigError(f"{source.description}: key {key!r} has NaN or Inf in row {row} ({split} split; "
+                          "float inputs must be finite, data.check_finite=false skips this)")
 
 
 def same_features(train: Source, val: Source) -> None:
