@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jaxtrain import build as build_lib
 from jaxtrain import distributed
-from jaxtrain.actions.base import Bookkeeping
+from jaxtrain.actions.base import Bookkeeping, PeriodicAction
 from jaxtrain.actions.checkpointing import SaveCheckpoint
 from jaxtrain.actions.evaluation import Evaluate
 from jaxtrain.actions.heartbeat import Heartbeat
@@ -63,12 +63,14 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
   return cfg
 
 
-def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
+def run(config: DictConfig, run_dir: str | Path | None = None,
+        extra_actions: Sequence[PeriodicAction] = ()) -> Result:
   """Trains the config's task and returns the Result.
 
   `run_dir` defaults to `run.dir`, or a new outputs/runs/run_<timestamp>_<name>.
   With `run.resume=auto` an existing run directory continues from its newest checkpoint.
   With `logging.save_artifacts=false` the run leaves no files at all.
+  `extra_actions` run after the standard ones, on their own schedules (a sweep's pruning, say).
   """
   spec = validate(config)
   _setup_logging()
@@ -91,7 +93,7 @@ def run(config: DictConfig, run_dir: str | Path | None = None) -> Result:
   tracking = RunTracking(spec, run_dir, overrides,
                          enabled=jax.process_index() == 0 and spec.config.logging.save_artifacts)
   try:
-    result = _train(spec, run_dir, resume_from, events, tracking=tracking)
+    result = _train(spec, run_dir, resume_from, events, extra_actions, tracking=tracking)
     tracking.end("finished", result.summary)
     return result if scratch is None else dataclasses.replace(result, run_dir=None)
   except (Preempted, TrainingDiverged) as err:
@@ -151,7 +153,7 @@ def _write_config_records(run_dir: Path, spec: RunSpec, overrides: list[str]) ->
 
 
 def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: EventWriter,
-           tracking: RunTracking | None = None) -> Result:
+           extra_actions: Sequence[PeriodicAction] = (), tracking: RunTracking | None = None) -> Result:
   cfg = spec.config
   is_writer = jax.process_index() == 0
   heartbeat = Heartbeat(run_dir / "heartbeat.json", enabled=is_writer)
@@ -193,7 +195,7 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   events.write("on_start", step=start_step, total_steps=engine.total_steps, resumed_from=str(resume_from or ""),
                devices=jax.device_count(), processes=jax.process_count(), mesh=dict(engine.mesh.shape),
                steps_per_epoch=engine.steps_per_epoch, compile_seconds=round(compile_seconds, 3))
-  actions = standard_actions(cfg, engine, events, scalars, checkpointer, heartbeat, start_step)
+  actions = [*standard_actions(cfg, engine, events, scalars, checkpointer, heartbeat, start_step), *extra_actions]
   saver = next(a for a in actions if isinstance(a, SaveCheckpoint))
 
   def emergency_checkpoint(ctx, err: Exception) -> None:

@@ -326,6 +326,72 @@ class DistConfig:
 
 
 @dataclasses.dataclass
+class EnvConfig:
+  """Where this machine keeps things (configs/env/: local, slurm, or a site's own profile).
+
+  `run.root` follows `output_root`, so the same command runs on a laptop and on a cluster.
+  """
+
+  name: str = "local"
+  # Data files; data configs may refer to it as ${env.data_root}.
+  data_root: str = "data"
+  # Run, multirun and sweep directories go under it.
+  output_root: str = "outputs"
+  # Caches (compiled programs, downloads); null = each tool's own default.
+  cache_dir: Optional[str] = None
+
+
+@dataclasses.dataclass
+class SearchParamConfig:
+  """One dimension of a sweep's search space, named by the override it sets (e.g. optim.lr)."""
+
+  # float | int | categorical
+  type: str = "float"
+  low: Optional[float] = None
+  high: Optional[float] = None
+  # Sample on a log scale (float and int).
+  log: bool = False
+  # Grid step inside [low, high] (float and int; null = continuous / 1).
+  step: Optional[float] = None
+  choices: Optional[list[Any]] = None
+
+
+@dataclasses.dataclass
+class SweepConfig:
+  """`python -m jaxtrain.sweep`: an Optuna study whose trials are jaxtrain runs."""
+
+  # The search space, {override: {type, low, high, log, step, choices}}; empty = default_params.
+  params: dict[str, SearchParamConfig] = dataclasses.field(default_factory=dict)
+  # The space when `params` is not given (configs/sweep/default.yaml: optim.lr and optim.weight_decay).
+  default_params: dict[str, SearchParamConfig] = dataclasses.field(default_factory=dict)
+  # minimize | maximize
+  direction: str = "minimize"
+  # An eval metric of the trial's run (its last evaluation is the trial's value).
+  metric: str = "val/loss"
+  # Finished trials (complete or pruned) the study should end with, over all workers.
+  n_trials: int = 8
+  # Worker processes on this machine, all pulling trials from the same storage.
+  n_jobs: int = 1
+  # median | hyperband | none: stop trials that lag behind at the same step.
+  pruner: str = "median"
+  # Trials that always run to the end before the pruner judges others.
+  pruner_startup_trials: int = 2
+  # Optuna storage URL (sqlite:///..., postgresql://...); null = sqlite in <sweep dir>/study.db.
+  storage: Optional[str] = None
+  # null = the sweep directory's name.
+  study_name: Optional[str] = None
+  # The sweep's directory (trial_<k>/ run dirs, study, plots); null = <run.root>/sweeps/sweep_<ts>_<run.name>.
+  dir: Optional[str] = None
+  # The sampler's seed (TPE).
+  seed: int = 0
+  # Overrides every trial starts from, before the command line's own (shorter runs, say).
+  trial_overrides: list[str] = dataclasses.field(default_factory=list)
+  # A running trial's heartbeat; one silent for grace_secs counts as dead and is retried from its checkpoint.
+  heartbeat_secs: int = 10
+  grace_secs: int = 30
+
+
+@dataclasses.dataclass
 class Config:
   """The whole run configuration."""
 
@@ -342,4 +408,6 @@ class Config:
   logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   dist: DistConfig = dataclasses.field(default_factory=DistConfig)
+  env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+  sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
   db: DBConfig = dataclasses.field(default_factory=DBConfig)
