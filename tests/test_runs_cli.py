@@ -40,20 +40,23 @@ def read_tensorboard_scalars(logdir: Path) -> dict[str, dict[int, float]]:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-  """A 20-step run into its own database, with jsonl + tensorboard writers and two secrets."""
+  """A 20-step run into its own database, with jsonl + tensorboard writers and two secrets,
+  then resumed in the same directory up to step 30."""
   root = tmp_path_factory.mktemp("recorded")
   db_url = f"sqlite:///{root / 'experiments.db'}"
   os.environ["JAXTRAIN_TEST_API_KEY"] = ENV_SECRET
   try:
-    overrides = short_overrides(root / "run", 20, "trainer.eval_every=10", "checkpoint.every=10",
-                                "run.name=recorded", f"db.url={db_url}", "logging.writers=[jsonl,csv,tensorboard]",
-                                f"logging.mlflow_tracking_uri=http://alice:{URL_PASSWORD}@localhost:5000",
-                                "logging.wandb_entity=${oc.env:JAXTRAIN_TEST_API_KEY}")
-    result = jaxtrain.run(jaxtrain.compose(overrides))
+    sessions = []
+    for steps in (20, 30):
+      overrides = short_overrides(root / "run", steps, "trainer.eval_every=10", "checkpoint.every=10",
+                                  "run.name=recorded", f"db.url={db_url}", "logging.writers=[jsonl,csv,tensorboard]",
+                                  f"logging.mlflow_tracking_uri=http://alice:{URL_PASSWORD}@localhost:5000",
+                                  "logging.wandb_entity=${oc.env:JAXTRAIN_TEST_API_KEY}")
+      sessions.append(jaxtrain.run(jaxtrain.compose(overrides)))
   finally:
     del os.environ["JAXTRAIN_TEST_API_KEY"]
   db = ExperimentDB(db_url, create=False)
-  yield types.SimpleNamespace(root=root, run_dir=root / "run", db_url=db_url, db=db, result=result,
+  yield types.SimpleNamespace(root=root, run_dir=root / "run", db_url=db_url, db=db, result=sessions[-1],
                               row=db.get_run("recorded"))
   db.close()
 
@@ -61,24 +64,26 @@ def recorded(tmp_path_factory):
 def test_run_lands_in_the_database(recorded):
   row, db = recorded.row, recorded.db
   assert row["status"] == "finished" and row["name"] == "recorded" and row["ended_at"] is not None
+  # The resumed session updated the first session's row.
+  assert [r["id"] for r in db.list_runs()] == [row["id"]] and row["summary"]["final_step"] == 30
   assert (recorded.run_dir / "facts" / "run_id").read_text().strip() == row["id"]
   assert row["summary"]["final_metrics"] == recorded.result.summary["final_metrics"]
   assert row["summary"]["params_fingerprint"] == recorded.result.params_fingerprint
   assert row["config"]["optim"]["lr"] == 1e-3 and row["run_dir"] == str(recorded.run_dir.absolute())
   metrics = db.metrics(row["id"])
-  assert {(m["split"], m["step"]) for m in metrics if m["name"] == "loss"} == {
-      ("train", 10), ("train", 20), ("val", 10), ("val", 20)}
+  logged = [(m["split"], m["step"]) for m in metrics if m["name"] == "loss"]
+  assert sorted(logged) == [(split, step) for split in ("train", "val") for step in (10, 20, 30)]  # no duplicates
   assert db.last_metrics(row["id"])["val/loss"] == pytest.approx(recorded.result.summary["final_metrics"]["val/loss"])
   kinds = {(a["kind"], a["step"]) for a in db.artifacts(row["id"])}
-  assert ("checkpoint", 20) in kinds and ("tensorboard", None) in kinds
+  assert ("checkpoint", 30) in kinds and ("tensorboard", None) in kinds
 
 
 def test_writers_produce_readable_files(recorded):
   lines = [json.loads(line) for line in (recorded.run_dir / "facts" / "metrics.jsonl").read_text().splitlines()]
-  assert sorted((r["step"], r["split"]) for r in lines) == [(10, "train"), (10, "val"), (20, "train"), (20, "val")]
+  assert sorted((r["step"], r["split"]) for r in lines) == [(s, split) for s in (10, 20, 30) for split in ("train", "val")]
   tensorboard = read_tensorboard_scalars(recorded.run_dir / "tensorboard")
-  assert set(tensorboard["train/loss"]) == {10, 20}
-  assert tensorboard["val/loss"][20] == pytest.approx(recorded.result.summary["final_metrics"]["val/loss"], rel=1e-6)
+  assert set(tensorboard["train/loss"]) == {10, 20, 30}
+  assert tensorboard["val/loss"][30] == pytest.approx(recorded.result.summary["final_metrics"]["val/loss"], rel=1e-6)
 
 
 def test_no_secret_in_any_file_or_the_database(recorded):

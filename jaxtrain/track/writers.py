@@ -73,8 +73,10 @@ class TensorBoardWriter:
 
   def __init__(self, logdir: Path, start_step: int = 0):
     tensorboardX = require("tensorboardX", "tensorboard", "tensorboard")
-    # purge_step hides the events a resumed run is about to log again.
-    self.writer = tensorboardX.SummaryWriter(logdir=str(logdir), purge_step=start_step or None, flush_secs=30)
+    # Resumed at start_step: TensorBoard hides the earlier session's events from purge_step on
+    # (the steps logged again), and keeps those up to the checkpoint.
+    self.writer = tensorboardX.SummaryWriter(logdir=str(logdir), purge_step=start_step + 1 if start_step else None,
+                                             flush_secs=30)
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     for name, value in metrics.items():
