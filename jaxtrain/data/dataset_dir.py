@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from jaxtrain.config.schema import DataConfig
 from jaxtrain.data import formats, validation
-from jaxtrain.data.sources import NamedDataset
+from jaxtrain.data.sources import NamedDataset, SubsetSource
 from jaxtrain.errors import ConfigError
 
 
@@ -80,7 +80,7 @@ def split_source(source: formats.Source, val_fraction: float, seed: int, where: 
   order = np.random.default_rng(seed).permutation(n)
   n_val = int(round(n * val_fraction))
   val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-  return formats.SubsetSource(source, train_idx), formats.SubsetSource(source, val_idx)
+  return SubsetSource(source, train_idx), SubsetSource(source, val_idx)
 
 
 def load_dataset(yaml_path: Path, cfg: DataConfig) -> NamedDataset:

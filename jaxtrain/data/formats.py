@@ -111,25 +111,6 @@ class ArraySource:
     return {k: v[indices] for k, v in self._arrays.items()}
 
 
-class SubsetSource:
-  """The rows `indices` of another source (a train or val split of one file), without copying."""
-
-  def __init__(self, parent: Source, indices: np.ndarray):
-    self.parent = parent
-    self.indices = np.asarray(indices, np.int64)
-    self.features = parent.features
-    self.description = parent.description
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    return self.parent[int(self.indices[index])]
-
-  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    return self.parent.get_batch(self.indices[np.asarray(indices)])
-
-
 class _ReopeningSource:
   """A file source whose open handles are dropped on pickling and reopened on first use."""
 
@@ -139,7 +120,7 @@ class _ReopeningSource:
     return {k: (None if k in self._handle_attrs else v) for k, v in self.__dict__.items()}
 
 
-def _npz_member_memmap(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+def _npz_member_memmap(path: Path, info: zipfile.ZipInfo) -> np.ndarray:
   """Memory-maps one uncompressed .npy member of a zip: its data start at the member's
   local header + name + extra field, then the .npy header (numpy's own parser)."""
   with open(path, "rb") as f:
@@ -187,7 +168,7 @@ class NpzSource(_ReopeningSource):
         for batch_key, stored in selected.items():
           info = members[stored]
           if info.compress_type == zipfile.ZIP_STORED:
-            arrays[batch_key] = _npz_member_memmap(self.path, archive, info)
+            arrays[batch_key] = _npz_member_memmap(self.path, info)
           else:  # deflated members cannot be mapped: decompress this one array once
             with archive.open(info) as f:
               arrays[batch_key] = np.lib.format.read_array(f, allow_pickle=False)
@@ -221,13 +202,16 @@ class Hdf5Source(_ReopeningSource):
 
   def _open(self) -> dict[str, Any]:
     if self._datasets is None:
-      import h5py  # optional dependency (the `hdf5` extra)
-
+      try:
+        import h5py  # optional dependency (the `hdf5` extra)
+      except ImportError:
+        raise ConfigError(f"{self.description}: reading HDF5 needs h5py (pip install 'jaxtrain[hdf5]')") from None
       try:
         self._file = h5py.File(self.path, "r")
       except OSError as err:
         raise ConfigError(f"data file {self.path}: not a readable HDF5 file ({err})") from None
-      stored = [name for name, obj in self._file.items() if isinstance(obj, h5py.Dataset)]
+      stored: list[str] = []  # every dataset, nested ones as "group/name"
+      self._file.visititems(lambda name, obj: stored.append(name) if isinstance(obj, h5py.Dataset) else None)
       selected = _select_keys(self.description, stored, self._keys)
       self._datasets = {batch_key: self._file[name] for batch_key, name in selected.items()}
     return self._datasets
@@ -245,15 +229,18 @@ class Hdf5Source(_ReopeningSource):
     return {k: d[unique][inverse] for k, d in self._open().items()}
 
 
-def write_array_record(path: str | Path, examples: Iterable[Mapping[str, np.ndarray]]) -> int:
+def write_array_record(path: str | Path, examples: Iterable[Mapping[str, np.ndarray]],
+                       options: str = "group_size:1,zstd:1") -> int:
   """Writes `examples` (dicts of numpy arrays) as one ArrayRecord record each; returns the count.
 
-  One record per group keeps random access to single records cheap.
+  One record per group keeps random access to single records cheap (what Grain
+  asks for); zstd decompresses faster than the writer's default brotli (a random
+  256-record batch of 64 floats each: ~5-7 ms against ~8 ms on 2 CPU cores).
   """
   from array_record.python.array_record_module import ArrayRecordWriter
   from flax.serialization import msgpack_serialize
 
-  writer = ArrayRecordWriter(str(path), "group_size:1")
+  writer = ArrayRecordWriter(str(path), options)
   count = 0
   try:
     for example in examples:
@@ -293,6 +280,10 @@ class ArrayRecordSource:
       raise ConfigError(f"{self.description}: a record is not a msgpack dict of arrays ({err})") from None
     if raw:
       return example
+    missing = next((s for s in self._keys.values() if s not in example), None)
+    if missing is not None:
+      raise ConfigError(f"{self.description}: a record has no key {missing!r} (the first record has it; "
+                        "every record must hold the same keys)")
     return {k: np.asarray(example[s]) for k, s in self._keys.items()}
 
   def __len__(self) -> int:

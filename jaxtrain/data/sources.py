@@ -98,6 +98,25 @@ class NamedDataset:
   options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+class SubsetSource:
+  """The rows `indices` of another source (a train or val split of one file), without copying."""
+
+  def __init__(self, parent: Source, indices: np.ndarray):
+    self.parent = parent
+    self.indices = np.asarray(indices, np.int64)
+    self.features = parent.features
+    self.description = parent.description
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return self.parent[int(self.indices[index])]
+
+  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    return self.parent.get_batch(self.indices[np.asarray(indices)])
+
+
 class ConcatSource:
   """Several sources with the same keys, shapes and dtypes, end to end; a batch reads
   each source once for the rows that fall in it."""
