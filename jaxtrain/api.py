@@ -18,6 +18,7 @@ from jaxtrain.actions.base import Bookkeeping, PeriodicAction
 from jaxtrain.actions.checkpointing import SaveCheckpoint
 from jaxtrain.actions.evaluation import Evaluate
 from jaxtrain.actions.heartbeat import Heartbeat
+from jaxtrain.actions.logging import LogTrainMetrics, step_throughput
 from jaxtrain.actions.standard import standard_actions
 from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, find_checkpoint_dir
 from jaxtrain.compilation_cache import enable_compilation_cache
@@ -184,7 +185,9 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   # killed before its first checkpoint, restarted in its own directory) that is all of them.
   if is_writer:
     drop_rows_after(scalars_path, start_step)
-  scalars = ScalarWriter(scalars_path, columns_for(engine.metric_names + engine.eval_metric_names),
+  throughput = step_throughput(cfg, engine)  # tokens_per_sec and mfu columns for tasks that count their cost
+  scalars = ScalarWriter(scalars_path, columns_for(engine.metric_names + engine.eval_metric_names
+                                                   + (throughput.columns if throughput else [])),
                          enabled=is_writer, sinks=tracking.open_writers(start_step) if tracking else ())
 
   # Compile before the clock starts: steps/s in the summary excludes compilation.
@@ -251,6 +254,7 @@ def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, acti
   book = result.book
   evaluate = next(a for a in actions if isinstance(a, Evaluate))
   saver = next(a for a in actions if isinstance(a, SaveCheckpoint))
+  throughput = next(a for a in actions if isinstance(a, LogTrainMetrics)).throughput
   return {
       "final_step": result.final_step,
       "total_steps": engine.total_steps,
@@ -260,6 +264,7 @@ def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, acti
       "final_metrics": book.last_eval,
       "stop_reason": book.stop_reason,
       "train_steps_per_sec": result.steps_per_sec and round(result.steps_per_sec, 3),
+      **(throughput.summary(result.steps_per_sec) if throughput else {}),
       # Share of the loop's wall time blocked on the data pipeline (next(data_iterator)).
       "input_wait_fraction": result.input_wait_fraction and round(result.input_wait_fraction, 4),
       "steps_this_session": result.steps_run,

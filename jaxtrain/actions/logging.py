@@ -10,6 +10,7 @@ from typing import Any
 import jax
 
 from jaxtrain.actions.base import LoopContext, PeriodicAction
+from jaxtrain.core.hardware import StepThroughput, total_peak_flops
 from jaxtrain.track.scalars import ScalarWriter
 
 
@@ -19,6 +20,17 @@ def max_memory_mib() -> float:
   if "peak_bytes_in_use" in stats:
     return stats["peak_bytes_in_use"] / 2**20
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def step_throughput(cfg: Any, engine: Any) -> StepThroughput | None:
+  """Tokens and FLOPs per train step (the task's `step_cost`) with the mesh's peak
+  FLOP/s at trainer.precision; None for tasks that do not count their cost."""
+  cost = engine.task.step_cost(cfg.data.batch_size)
+  if cost is None:
+    return None
+  peak = total_peak_flops(jax.devices()[0].device_kind, engine.mesh.devices.size,
+                          getattr(cfg.trainer, "precision", "fp32"), cfg.trainer.peak_tflops)
+  return StepThroughput(cost, peak)
 
 
 @dataclasses.dataclass
@@ -40,12 +52,14 @@ class LogTrainMetrics(PeriodicAction):
   on the device's critical path. On `sync_every` steps (the checkpoint steps)
   the pending row is written at once, so every row up to a checkpoint is on
   disk when a resume starts from it. `close()` writes the last pending row.
+  With a `throughput`, rows also carry tokens_per_sec (and mfu when the peak is known).
   """
 
   def __init__(self, scalars: ScalarWriter, live: LiveStats, log_every: int, sync_every: int | None = None,
-               **trigger: Any):
+               throughput: StepThroughput | None = None, **trigger: Any):
     super().__init__(every_steps=(log_every, sync_every or 0), **trigger)
     self.scalars = scalars
+    self.throughput = throughput
     self.live = live
     self.log_every = log_every
     self.sync_every = sync_every
@@ -86,6 +100,8 @@ class LogTrainMetrics(PeriodicAction):
     if "input_wait_frac" in self.scalars.columns:  # absent from the header of a run begun before it existed
       row["input_wait_frac"] = wait_frac
     row.update({k: v for k, v in metrics.items() if k in self.scalars.columns})
+    if self.throughput is not None:
+      row.update(self.throughput.at(rate))
     self.scalars.write(row)
     self.live.step, self.live.loss = step, metrics.get("loss")
     self.live.bad_steps = int(metrics.get("bad_steps", 0))

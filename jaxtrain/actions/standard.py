@@ -11,7 +11,7 @@ from jaxtrain.actions.checkpointing import SaveCheckpoint
 from jaxtrain.actions.early_stopping import EarlyStopping
 from jaxtrain.actions.evaluation import make_evaluate
 from jaxtrain.actions.heartbeat import BeatWhileTraining, Heartbeat
-from jaxtrain.actions.logging import EpochEnd, LiveStats, LogTrainMetrics, StopOnBadUpdates
+from jaxtrain.actions.logging import EpochEnd, LiveStats, LogTrainMetrics, StopOnBadUpdates, step_throughput
 from jaxtrain.actions.mining import UpdateMiningTable
 from jaxtrain.actions.progress import make_progress
 from jaxtrain.checkpoint import Checkpointer
@@ -41,7 +41,8 @@ def standard_actions(cfg: Any, engine: Any, events: EventWriter, scalars: Scalar
     actions.append(EarlyStopping(cfg.trainer.early_stopping, every_steps=evaluate.every_steps))
   actions.append(SaveCheckpoint(checkpointer, events, cfg.checkpoint.monitor, cfg.checkpoint.mode,
                                 heartbeat=heartbeat, every_steps=ckpt_every))
-  actions.append(LogTrainMetrics(scalars, live, log_every=cfg.trainer.log_every, sync_every=ckpt_every))
+  actions.append(LogTrainMetrics(scalars, live, log_every=cfg.trainer.log_every, sync_every=ckpt_every,
+                                 throughput=step_throughput(cfg, engine)))
   if cfg.trainer.max_bad_steps:
     actions.append(StopOnBadUpdates(live, cfg.trainer.max_bad_steps, every_steps=cfg.trainer.log_every))
   actions.append(BeatWhileTraining(heartbeat, every_secs=cfg.trainer.heartbeat_secs))

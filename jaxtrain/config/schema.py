@@ -190,6 +190,9 @@ class TrainerConfig:
   log_every: int = 50
   eval_every: int = 200
   ema_decay: Optional[float] = None
+  # Peak dense TFLOP/s of one device, for the MFU of tasks that count their FLOPs
+  # (null = look the device up in jaxtrain/core/hardware.py; CPUs are not listed).
+  peak_tflops: Optional[float] = None
   # A step whose loss or gradient norm is NaN/Inf leaves the state unchanged.
   skip_nonfinite: bool = True
   # Stop after this many consecutive skipped steps (0 = never stop).

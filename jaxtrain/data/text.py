@@ -59,3 +59,11 @@ def text(cfg: DataConfig):
   from jaxtrain.data.sources import split_arrays  # sources imports this module
 
   return split_arrays(text_windows(cfg), cfg.val_fraction, cfg.split_seed)
+
+
+def unigram_bits_per_byte(train_tokens: np.ndarray, val_tokens: np.ndarray) -> float:
+  """Cross-entropy (bits per byte) on val of the train split's byte frequencies
+  (add-one smoothed): the bar a model must clear to use any context at all."""
+  counts = np.bincount(train_tokens[:, 1:].ravel(), minlength=256)[:256] + 1.0
+  log_probs = np.log2(counts / counts.sum())
+  return float(-log_probs[val_tokens[:, 1:].ravel()].mean())
