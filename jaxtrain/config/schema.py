@@ -280,7 +280,7 @@ class LoggingConfig:
   # wandb: offline unless WANDB_MODE says otherwise; the project defaults to "jaxtrain".
   wandb_project: Optional[str] = None
   wandb_entity: Optional[str] = None
-  # mlflow: null = a file store in <run_dir>/mlruns.
+  # mlflow: null = a SQLite store in <run_dir>/mlflow.db (MLflow 3 refuses new ./mlruns file stores).
   mlflow_tracking_uri: Optional[str] = None
   mlflow_experiment: str = "jaxtrain"
 

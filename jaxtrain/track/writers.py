@@ -105,7 +105,7 @@ class WandbWriter:
 
 
 class MlflowWriter:
-  """An MLflow run; the tracking URI defaults to a file store under the run directory."""
+  """An MLflow run; the tracking URI defaults to <run_dir>/mlflow.db."""
 
   _STATUS = {"finished": "FINISHED", "failed": "FAILED", "preempted": "KILLED"}
 
@@ -113,7 +113,8 @@ class MlflowWriter:
                experiment: str):
     mlflow = require("mlflow", "mlflow", "mlflow")
     self.entities = importlib.import_module("mlflow.entities")
-    self.client = mlflow.MlflowClient(tracking_uri=tracking_uri or (run_dir / "mlruns").absolute().as_uri())
+    # MLflow 3 refuses new file stores (./mlruns); its own replacement is a SQLite file.
+    self.client = mlflow.MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').absolute()}")
     found = self.client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
     self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
@@ -157,16 +158,22 @@ def make_writers(logging_cfg: Any, run_dir: Path, run_name: str, config: Mapping
   """The writers `logging_cfg.writers` names (csv is ScalarWriter itself, not one of these)."""
   check_writers(logging_cfg)
   names = list(logging_cfg.writers)
+  makers = {
+      "jsonl": lambda: JsonlWriter(run_dir / "facts" / METRICS_JSONL, start_step),
+      "tensorboard": lambda: TensorBoardWriter(run_dir / TENSORBOARD_DIR, start_step),
+      "wandb": lambda: WandbWriter(run_dir, run_name, config, logging_cfg.wandb_project, logging_cfg.wandb_entity),
+      "mlflow": lambda: MlflowWriter(run_dir, run_name, config, logging_cfg.mlflow_tracking_uri,
+                                     logging_cfg.mlflow_experiment),
+  }
   writers: list[MetricWriter] = []
-  if "jsonl" in names:
-    writers.append(JsonlWriter(run_dir / "facts" / METRICS_JSONL, start_step))
-  if "tensorboard" in names:
-    writers.append(TensorBoardWriter(run_dir / TENSORBOARD_DIR, start_step))
-  if "wandb" in names:
-    writers.append(WandbWriter(run_dir, run_name, config, logging_cfg.wandb_project, logging_cfg.wandb_entity))
-  if "mlflow" in names:
-    writers.append(MlflowWriter(run_dir, run_name, config, logging_cfg.mlflow_tracking_uri,
-                                logging_cfg.mlflow_experiment))
+  try:
+    for name in dict.fromkeys(names):
+      if name in makers:
+        writers.append(makers[name]())
+  except BaseException:
+    for writer in writers:  # e.g. an MLflow server that refuses: the W&B run opened before it ends too
+      writer.close("failed")
+    raise
   return writers
 
 
