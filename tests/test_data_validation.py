@@ -48,6 +48,7 @@ CASES = {
     "unknown yaml key": (_good(), "path: s03.npz\nvalidation_fraction: 0.1",
                          "s03.yaml: Key 'validation_fraction' not in 'DatasetFileConfig'"),
     "unknown format": (_good(), "path: s03.npz\nformat: parquet", "format='parquet' for"),
+    "no path": (_good(), "keys: {x: images}", "s03.yaml: missing 'path' (the data file, relative to the YAML)"),
 }
 
 

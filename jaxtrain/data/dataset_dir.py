@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from jaxtrain.config.schema import DataConfig
 from jaxtrain.data import formats, validation
@@ -32,7 +32,7 @@ from jaxtrain.errors import ConfigError
 class DatasetFileConfig:
   """One dataset's YAML (see the module docstring)."""
 
-  path: str = "???"
+  path: str = MISSING
   name: Optional[str] = None  # default: the YAML's file name without suffix
   format: str = "auto"
   keys: Optional[dict[str, str]] = None
@@ -62,6 +62,8 @@ def read_dataset_config(yaml_path: Path) -> DatasetFileConfig:
   try:
     merged = OmegaConf.merge(OmegaConf.structured(DatasetFileConfig), OmegaConf.load(yaml_path))
     config = OmegaConf.to_object(merged)
+  except MissingMandatoryValue:
+    raise ConfigError(f"dataset config {yaml_path}: missing 'path' (the data file, relative to the YAML)") from None
   except OmegaConfBaseException as err:
     detail = str(err).splitlines()[0]
     raise ConfigError(f"dataset config {yaml_path}: {detail} (keys: "
@@ -86,8 +88,6 @@ def split_source(source: formats.Source, val_fraction: float, seed: int, where: 
 def load_dataset(yaml_path: Path, cfg: DataConfig) -> NamedDataset:
   """One validated dataset from its YAML."""
   entry = read_dataset_config(yaml_path)
-  if entry.path == "???":
-    raise ConfigError(f"dataset config {yaml_path}: missing 'path' (the data file, relative to the YAML)")
   base = yaml_path.parent
 
   def relative(path: str) -> Path:
