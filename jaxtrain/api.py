@@ -87,12 +87,13 @@ def run(config: DictConfig, run_dir: str | Path | None = None,
     run_dir = Path(scratch.name) / "run"
   resume_from = _resume_source(spec, run_dir)
   distributed.require_shared_run_dir(run_dir, spec.config.logging.save_artifacts)
+  # The experiment-database row and the metric writers (a run that saves nothing records nothing);
+  # a writer whose package is missing fails here, before the run directory holds anything.
+  tracking = RunTracking(spec, run_dir, overrides,
+                         enabled=jax.process_index() == 0 and spec.config.logging.save_artifacts)
   if jax.process_index() == 0:  # the one writer of the shared run directory
     _write_config_records(run_dir, spec, overrides)
   events = EventWriter(run_dir / rundir.FACTS_DIR / "events.jsonl", enabled=jax.process_index() == 0)
-  # The experiment-database row and the metric writers (a run that saves nothing records nothing).
-  tracking = RunTracking(spec, run_dir, overrides,
-                         enabled=jax.process_index() == 0 and spec.config.logging.save_artifacts)
   try:
     result = _train(spec, run_dir, resume_from, events, extra_actions, tracking=tracking)
     tracking.end("finished", result.summary)
