@@ -117,7 +117,7 @@ def _dataset_dir(root, names=("c", "a", "b")):
   for i, name in enumerate(names):
     _write(root / f"{name}.npz", _arrays(seed=i, rows=20 + i), "npz")
     (root / f"{name}.yaml").write_text(f"path: {name}.npz\nkeys: {{x: images, label: digit}}\n"
-                                       f"val_fraction: 0.25\noptions: {{mixture_weight: {i + 1}}}\n")
+                                       f"val_fraction: 0.25\noptions: {{weight: {i + 1}}}\n")
   return root
 
 
@@ -125,7 +125,7 @@ def test_dataset_dir_loads_the_first_max_datasets_by_file_name(tmp_path):
   root = _dataset_dir(tmp_path)
   datasets = load_datasets(DataConfig(name="dataset_dir", dataset_configs_path=str(root), max_datasets=2))
   assert [d.name for d in datasets] == ["a", "b"]
-  assert [d.options for d in datasets] == [{"mixture_weight": 2}, {"mixture_weight": 3}]
+  assert [d.options for d in datasets] == [{"weight": 2}, {"weight": 3}]
   a = _arrays(seed=1, rows=21)
   for d, rows in zip(datasets, (21, 22)):
     assert len(d.train) + len(d.val) == rows and len(d.val) == round(rows * 0.25)

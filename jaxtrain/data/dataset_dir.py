@@ -6,7 +6,7 @@ Each `*.yaml` names its data file(s) relative to itself, e.g.
     format: auto                    # auto (by suffix) | npz | hdf5 | array_record
     keys: {x: images, label: digit} # batch key -> array in the file (default: every array as is)
     val_path: sessions/s03_val.npz  # an explicit val file; else val_fraction of `path` (default data.val_fraction)
-    options: {mixture_weight: 2.0}  # passed through in NamedDataset.options
+    options: {weight: 2.0}          # NamedDataset.options, e.g. the mixture weight
 
 The files are read in file-name order and the first `data.max_datasets` are used.
 Every source is validated (jaxtrain/data/validation.py) before anything is compiled.
