@@ -1,0 +1,133 @@
+"""Start-up time of the default task with JAX's persistent compilation cache: cold vs warm.
+
+Each repeat makes an empty cache folder and starts `python -m jaxtrain.main` twice in
+fresh subprocesses with `trainer.compilation_cache_dir=<that folder>`: the first run
+(cold) compiles and fills the cache, the second (warm) reads its compiled steps back.
+For each run:
+
+- ready_s: seconds from spawning the process to its `on_start` event in
+  facts/events.jsonl, written once the train and eval steps are compiled, just
+  before step 1 runs (imports, Hydra, data, model init, compilation);
+- compile_s: `compile_seconds` from summary.json (train + eval step);
+- process_s: the whole process, to exit (a few steps, an eval, a checkpoint).
+
+A third process, `python -c "import jaxtrain.api"`, gives the import floor that
+no cache can remove.
+
+    python benchmarks/startup.py --repeats 5 --out benchmarks/results/startup.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead import machine_info  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+  env = dict(os.environ)
+  # The jaxtrain next to this script, whatever is installed.
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+  return env
+
+
+def timed_run(run_dir: Path, cache_dir: Path, steps: int, overrides: Sequence[str]) -> dict[str, Any]:
+  """One `python -m jaxtrain.main` in a fresh process; the figures described in the module doc."""
+  args = [sys.executable, "-m", "jaxtrain.main", f"trainer.steps={steps}", "trainer.epochs=null",
+          "logging.progress=none", f"run.dir={run_dir}", f"trainer.compilation_cache_dir={cache_dir}", *overrides]
+  spawned = time.time()
+  proc = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True)
+  process_s = time.time() - spawned
+  if proc.returncode != 0:
+    raise RuntimeError(f"jaxtrain run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+  events = [json.loads(line) for line in (run_dir / "facts" / "events.jsonl").read_text().splitlines()]
+  on_start = next(e for e in events if e["event"] == "on_start")
+  summary = json.loads((run_dir / "summary.json").read_text())
+  return {"ready_s": round(on_start["time"] - spawned, 3), "compile_s": summary["compile_seconds"],
+          "process_s": round(process_s, 3)}
+
+
+def import_seconds() -> float:
+  spawned = time.time()
+  subprocess.run([sys.executable, "-c", "import jaxtrain.api"], cwd=REPO, env=_env(), check=True)
+  return round(time.time() - spawned, 3)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--repeats", type=int, default=5, help="cold/warm pairs, each with a new cache (default 5)")
+  parser.add_argument("--steps", type=int, default=5, help="train steps per run (default 5: one epoch)")
+  parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                      help="extra jaxtrain config override (repeatable)")
+  parser.add_argument("--out", type=Path, default=None, help="append the results as one JSON line to this file")
+  args = parser.parse_args(argv)
+
+  machine = machine_info()
+  print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, python {machine['python']}, "
+        f"jax {machine['jax']}")
+  print(f"load average at start: {machine['loadavg_at_start']}")
+  print(f"workload: default task (ae-digits), {args.steps} steps per run, {args.repeats} cold/warm pairs"
+        + (f", overrides {args.override}" if args.override else ""))
+
+  runs: dict[str, list[dict[str, Any]]] = {"cold": [], "warm": [], "import": []}
+  with tempfile.TemporaryDirectory(prefix="jaxtrain_startup_") as tmp:
+    for r in range(args.repeats):
+      cache = Path(tmp) / f"cache_{r}"
+      for kind in ("cold", "warm"):
+        res = timed_run(Path(tmp) / f"run_{r}_{kind}", cache, args.steps, args.override)
+        runs[kind].append(res)
+        print(f"  repeat {r + 1}/{args.repeats}  {kind}  ready {res['ready_s']:6.2f} s  "
+              f"compile {res['compile_s']:5.2f} s  process {res['process_s']:6.2f} s")
+      runs["import"].append({"import_s": import_seconds()})
+
+  def med(kind: str, key: str) -> float:
+    return round(statistics.median(r[key] for r in runs[kind]), 3)
+
+  speedups = [c["ready_s"] / w["ready_s"] for c, w in zip(runs["cold"], runs["warm"])]
+  compile_speedups = [c["compile_s"] / max(w["compile_s"], 1e-3) for c, w in zip(runs["cold"], runs["warm"])]
+  result = {
+      "benchmark": "startup",
+      "workload": "ae-digits",
+      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+      "machine": machine,
+      "steps": args.steps,
+      "repeats": args.repeats,
+      "overrides": args.override,
+      "median": {kind: {key: med(kind, key) for key in runs[kind][0]} for kind in runs},
+      "ready_speedup_median": round(statistics.median(speedups), 3),
+      "compile_speedup_median": round(statistics.median(compile_speedups), 3),
+      "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+      "runs": runs,
+  }
+  print()
+  print("| run                  | time to step 1 (s) | compile (s) | whole process (s) |")
+  print("|----------------------|-------------------:|------------:|------------------:|")
+  for kind, label in (("cold", "cold (empty cache)"), ("warm", "warm (cache filled)")):
+    print(f"| {label:20s} | {med(kind, 'ready_s'):18.2f} | {med(kind, 'compile_s'):11.2f} | "
+          f"{med(kind, 'process_s'):17.2f} |")
+  print(f"| {'import jaxtrain.api':20s} | {med('import', 'import_s'):18.2f} |             |                   |")
+  print(f"median speed-up cold/warm (per pair): time to step 1 {result['ready_speedup_median']:.2f}x, "
+        f"compile {result['compile_speedup_median']:.2f}x")
+  print(f"load average at end: {result['loadavg_at_end']}")
+  if args.out:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+      f.write(json.dumps(result) + "\n")
+  return result
+
+
+if __name__ == "__main__":
+  main()
