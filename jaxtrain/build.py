@@ -80,9 +80,9 @@ def build(spec: RunSpec) -> Engine:
       raise ConfigError(f"{key}={size} must be divisible by the {num_devices} devices of the mesh")
 
   datasets = load_datasets(cfg.data)  # opened and validated, nothing compiled yet
-  train_source = concatenated([d.train for d in datasets])
+  # Datasets batched apart (data.group_by_dataset) may differ in shapes, so only their sizes add up here.
+  num_train = sum(len(d.train) for d in datasets)
   val_source = concatenated([d.val for d in datasets])
-  num_train = len(train_source)
   if num_train < cfg.data.batch_size:
     raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the "
                       f"{num_train} training examples of data={cfg.data.name}")
