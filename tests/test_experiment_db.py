@@ -81,3 +81,19 @@ def test_default_url_follows_the_environment(tmp_path, monkeypatch):
   assert db_lib.default_url(tmp_path) == f"sqlite:///{tmp_path / 'experiments.db'}"
   monkeypatch.setenv(db_lib.URL_ENV, "postgresql://runs@db.example/experiments")
   assert db_lib.default_url(tmp_path) == "postgresql://runs@db.example/experiments"
+
+
+def test_a_run_that_fails_is_recorded_as_failed(tmp_path):
+  """A config error found after the build (an unknown monitored metric) ends the row as failed."""
+  import jaxtrain
+
+  url = f"sqlite:///{tmp_path / 'e.db'}"
+  cfg = jaxtrain.compose([f"run.dir={tmp_path / 'run'}", "run.name=doomed", f"db.url={url}", "trainer.steps=5",
+                          "trainer.epochs=null", "logging.progress=none", "checkpoint.monitor=val/nonsense"])
+  with pytest.raises(ConfigError, match="checkpoint.monitor"):
+    jaxtrain.run(cfg)
+  db = ExperimentDB(url, create=False)
+  row = db.get_run("doomed")
+  assert row["status"] == "failed" and row["ended_at"] is not None and row["summary"] is None
+  assert (tmp_path / "run" / "facts" / "run_id").read_text().strip() == row["id"]
+  db.close()

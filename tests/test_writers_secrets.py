@@ -117,3 +117,14 @@ def test_database_writer_failure_costs_rows_not_the_run(caplog):
   writer.write(10, "train", {"loss": 1.0})
   writer.write(20, "train", {"loss": 1.0})  # no second attempt, no exception
   assert broken.calls == 1 and "no more metric rows" in caplog.text
+
+
+def test_missing_writer_package_stops_the_run_before_it_writes(tmp_path, monkeypatch):
+  import jaxtrain
+
+  monkeypatch.setitem(sys.modules, "wandb", None)
+  cfg = jaxtrain.compose([f"run.dir={tmp_path / 'run'}", f"db.url=sqlite:///{tmp_path / 'e.db'}",
+                          "logging.writers=[jsonl,csv,wandb]", "trainer.steps=5", "trainer.epochs=null"])
+  with pytest.raises(ConfigError, match=r"'wandb' needs the wandb package"):
+    jaxtrain.run(cfg)
+  assert not (tmp_path / "run").exists() and not (tmp_path / "e.db").exists()
