@@ -24,6 +24,7 @@ from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, find_chec
 from jaxtrain.compilation_cache import enable_compilation_cache
 from jaxtrain.config import compose as compose_lib
 from jaxtrain.config.validate import RunSpec, validate
+from jaxtrain.core.memory import MIB, StepMemory, step_memory
 from jaxtrain.errors import ConfigError, TrainingDiverged
 from jaxtrain.loop import fit
 from jaxtrain.preemption import Preempted, PreemptionWatcher
@@ -192,13 +193,15 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
                          enabled=is_writer, sinks=tracking.open_writers(start_step) if tracking else ())
 
   # Compile before the clock starts: steps/s in the summary excludes compilation.
-  engine.train_step.compile(state, engine.put_batch(engine.train_data[0]))
+  train_executable = engine.train_step.compile(state, engine.put_batch(engine.train_data[0]))
   engine.eval_step.compile(state, engine.put_batch(engine.val_data[0]))
   compile_seconds = engine.train_step.compile_seconds + engine.eval_step.compile_seconds
+  memory = _check_step_memory(train_executable, cfg.trainer.check_memory)
 
   events.write("on_start", step=start_step, total_steps=engine.total_steps, resumed_from=str(resume_from or ""),
                devices=jax.device_count(), processes=jax.process_count(), mesh=dict(engine.mesh.shape),
-               steps_per_epoch=engine.steps_per_epoch, compile_seconds=round(compile_seconds, 3))
+               steps_per_epoch=engine.steps_per_epoch, compile_seconds=round(compile_seconds, 3),
+               step_memory_mib=memory and round(memory.total_bytes / MIB, 1))
   actions = [*standard_actions(cfg, engine, events, scalars, checkpointer, heartbeat, start_step), *extra_actions]
   saver = next(a for a in actions if isinstance(a, SaveCheckpoint))
 
@@ -239,6 +242,20 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   if result.diverged:
     raise TrainingDiverged(result.book.stop_reason)
   return Result(run_dir=run_dir, summary=summary, state=result.state)
+
+
+def _check_step_memory(executable: Any, enforce: bool) -> StepMemory | None:
+  """Logs the compiled train step's memory per device; a step that cannot fit is a
+  ConfigError now rather than an out-of-memory error after the first step."""
+  memory = step_memory(executable)
+  if memory is None:
+    return None
+  log.info("train step memory: %s", memory.describe())
+  if enforce and not memory.fits:
+    raise ConfigError(f"the train step needs {memory.describe()}; reduce data.batch_size or shard more "
+                      "(mesh.fsdp, mesh.tensor, mesh.optimizer=zero1), or set model.remat=full or "
+                      "trainer.precision=bf16 (trainer.check_memory=false to try anyway)")
+  return memory
 
 
 def _check_monitors(cfg: Any, engine: build_lib.Engine) -> None:

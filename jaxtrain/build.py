@@ -12,6 +12,8 @@ import numpy as np
 
 from jaxtrain.config.validate import RunSpec
 from jaxtrain.core import mesh as mesh_lib
+from jaxtrain.core import precision
+from jaxtrain.core import sharding as sharding_lib
 from jaxtrain.core.compile import ShapeCompiledStep
 from jaxtrain.core.guard import guarded
 from jaxtrain.core.optim import make_optimizer, make_schedule, optimizer_steps
@@ -71,13 +73,15 @@ def build(spec: RunSpec) -> Engine:
   """Builds the engine; raises ConfigError for data/model/mesh mismatches."""
   cfg = spec.config
   try:
-    mesh = mesh_lib.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+    mesh = mesh_lib.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, tensor=cfg.mesh.tensor)
   except ValueError as err:
     raise ConfigError(str(err)) from None
-  num_devices = mesh.devices.size
+  # The batch is split over the data and fsdp axes; tensor-parallel devices share their rows.
+  batch_shards = math.prod(mesh.shape[axis] for axis in mesh_lib.BATCH_AXES)
   for key, size in (("data.batch_size", cfg.data.batch_size), ("data.eval_batch_size", cfg.data.eval_batch_size)):
-    if size % num_devices:
-      raise ConfigError(f"{key}={size} must be divisible by the {num_devices} devices of the mesh")
+    if size % batch_shards:
+      raise ConfigError(f"{key}={size} must be divisible by the {batch_shards} batch shards of the mesh "
+                        f"(mesh.data x mesh.fsdp)")
 
   datasets = load_datasets(cfg.data)  # opened and validated, nothing compiled yet
   # Datasets batched apart (data.group_by_dataset) may differ in shapes, so only their sizes add up here.
@@ -100,10 +104,12 @@ def build(spec: RunSpec) -> Engine:
   schedule = make_schedule(cfg.schedule, cfg.optim.lr, optimizer_steps(total_steps, cfg.optim.accumulate))
   tx = make_optimizer(cfg.optim, schedule)
   task.total_steps = total_steps
+  task.compute_dtype = precision.compute_dtype(cfg.trainer.precision)
+  task.remat = cfg.model.remat
   init = init_state_fn(task.init, tx, cfg.trainer.ema_decay, task.init_extra)
   rng = jax.random.PRNGKey(cfg.trainer.seed)
   abstract_state = jax.eval_shape(init, rng)
-  shardings = mesh_lib.state_shardings(abstract_state, mesh, cfg.mesh.params, cfg.mesh.fsdp_min_size)
+  shardings = _state_shardings(cfg.mesh, mesh, abstract_state, task)
   # Built by jit straight into its shardings: a device_put'd state could share
   # buffers with its source, which donation would then delete.
   state = jax.jit(init, out_shardings=shardings)(rng)
@@ -133,6 +139,18 @@ def build(spec: RunSpec) -> Engine:
                 num_train=num_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                 metric_names=metric_names, eval_metric_names=eval_names, evaluators=evaluators,
                 eval_context=eval_context, mining_table=train_stream.mining_table)
+
+
+def _state_shardings(mesh_cfg: Any, mesh: jax.sharding.Mesh, abstract_state: TrainState, task: Any) -> Any:
+  """Layouts of the whole state: mesh.rules, then the task's logical axis names, then mesh.params."""
+  try:
+    specs = sharding_lib.param_specs(abstract_state.params, mesh, rules=mesh_cfg.rules,
+                                     logical_axes=task.logical_axes(), logical_rules=mesh_cfg.logical_rules,
+                                     fallback=mesh_cfg.params, fsdp_min_size=mesh_cfg.fsdp_min_size)
+    return sharding_lib.state_shardings(abstract_state, mesh, specs, optimizer=mesh_cfg.optimizer,
+                                        fallback=mesh_cfg.params, fsdp_min_size=mesh_cfg.fsdp_min_size)
+  except ValueError as err:
+    raise ConfigError(str(err)) from None
 
 
 def _abstract(batch: Any) -> Any:

@@ -60,7 +60,7 @@ def _check_matches_single_device(engine):
 
 def test_fsdp_data4_x_fsdp2_matches_single_device():
   engine = _engine(["mesh.data=4", "mesh.fsdp=2", "mesh.params=fsdp", "mesh.fsdp_min_size=256"])
-  assert dict(engine.mesh.shape) == {"data": 4, "fsdp": 2}
+  assert dict(engine.mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
   specs = [s.spec for s in jax.tree.leaves(engine.state_shardings.params)]
   sharded_specs = [s for s in specs if s != P()]
   assert sharded_specs, f"no param is sharded: {specs}"
@@ -81,12 +81,32 @@ def test_fsdp_data4_x_fsdp2_matches_single_device():
 
 def test_pure_data_parallel_matches_single_device():
   engine = _engine(["mesh.data=8", "mesh.fsdp=1", "mesh.params=replicate"])
-  assert dict(engine.mesh.shape) == {"data": 8, "fsdp": 1}
+  assert dict(engine.mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1}
   assert all(s.spec == P() for s in jax.tree.leaves(engine.state_shardings.params))
   # The batch is split over all 8 devices.
   batch = engine.put_batch(engine.train_data[0])
   assert len(batch["x"].sharding.device_set) == 8
   assert batch["x"].addressable_shards[0].data.shape[0] == batch["x"].shape[0] // 8
+  _check_matches_single_device(engine)
+
+
+def test_tensor_rules_and_zero1_match_single_device():
+  # Megatron-style pair by regex: the first hidden layer split by columns, the
+  # second by rows; the optimizer state also split over the batch axes (ZeRO-1).
+  rules = '[[".*hidden_0/kernel",[null,tensor]],[".*hidden_0/bias",[tensor]],[".*hidden_1/kernel",[tensor]]]'
+  engine = _engine(["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", "mesh.params=replicate",
+                    f"mesh.rules={rules}", "mesh.optimizer=zero1"])
+  assert dict(engine.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+  encoder = engine.state_shardings.params["encoder"]["mlp"]
+  assert encoder["hidden_0"]["kernel"].spec == P(None, "tensor")
+  assert encoder["hidden_0"]["bias"].spec == P("tensor")
+  assert encoder["hidden_1"]["kernel"].spec == P("tensor")
+  assert encoder["out"]["kernel"].spec == P()  # no rule: mesh.params=replicate
+  # Params are replicated over the batch axes; their momentum buffers are split over them.
+  batch_split = lambda spec: {"data", "fsdp"} <= set(jax.tree.leaves(tuple(spec)))
+  assert not any(batch_split(s.spec) for s in jax.tree.leaves(engine.state_shardings.params))
+  moments = [s.spec for s in jax.tree.leaves(engine.state_shardings.opt_state) if batch_split(s.spec)]
+  assert len(moments) == len(jax.tree.leaves(engine.state_shardings.params))  # SGD's momentum trace
   _check_matches_single_device(engine)
 
 

@@ -118,6 +118,9 @@ class ModelConfig:
   decoder: Any = dataclasses.field(default_factory=lambda: {"name": "mlp"})
   # Width of the encoder's output and the decoder's input.
   latent_dim: int = 16
+  # Gradient checkpointing: none | full (recompute every activation in the
+  # backward pass) | dots (keep matmul outputs, recompute the rest).
+  remat: str = "none"
 
 
 @dataclasses.dataclass
@@ -156,17 +159,30 @@ class ScheduleConfig:
 
 @dataclasses.dataclass
 class MeshConfig:
-  """Device mesh shape and the param-sharding rule."""
+  """Device mesh shape and how params and optimizer state are laid out on it
+  (jaxtrain/core/sharding.py: regex rules, then logical names, then `params`)."""
 
   name: str = "data_parallel"
   # -1 means "all the remaining devices"; at most one axis may be -1.
   data: int = -1
   fsdp: int = 1
-  # How params and optimizer state are laid out: replicate | fsdp | auto
+  # Tensor (model) parallelism: devices that split one layer's weights.
+  tensor: int = 1
+  # Shape rule for params no rule or logical name covers: replicate | fsdp | auto
   # (auto = fsdp when the fsdp axis has more than one device).
   params: str = "auto"
   # Params smaller than this many elements stay replicated under the fsdp rule.
   fsdp_min_size: int = 1024
+  # [regex, spec] pairs over '/'-joined param paths, first match wins; a spec
+  # names a mesh axis (or a list of axes, or null) per dimension, e.g.
+  # [".*decoder.*kernel", [null, tensor]]. Checked before logical names.
+  rules: list[Any] = dataclasses.field(default_factory=list)
+  # [logical name, mesh axis or list or null] pairs for tasks that name their
+  # param axes (lm); null = the built-in table in core/sharding.py.
+  logical_rules: Optional[list[Any]] = None
+  # Optimizer-state layout: params (like the param it mirrors) | zero1 (also
+  # split over the batch axes, so each data-parallel replica holds a slice).
+  optimizer: str = "params"
 
 
 @dataclasses.dataclass
@@ -193,6 +209,12 @@ class TrainerConfig:
   # Peak dense TFLOP/s of one device, for the MFU of tasks that count their FLOPs
   # (null = look the device up in jaxtrain/core/hardware.py; CPUs are not listed).
   peak_tflops: Optional[float] = None
+  # Compute precision: fp32 | bf16 (bf16 forward/backward; params, optimizer
+  # state and updates stay float32).
+  precision: str = "fp32"
+  # Compile ahead of time and stop with one line before the first step when
+  # the step's memory estimate exceeds what a device has.
+  check_memory: bool = True
   # A step whose loss or gradient norm is NaN/Inf leaves the state unchanged.
   skip_nonfinite: bool = True
   # Stop after this many consecutive skipped steps (0 = never stop).

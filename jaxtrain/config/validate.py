@@ -12,6 +12,8 @@ from jaxtrain.actions.progress import MODES as PROGRESS
 from jaxtrain.config.schema import Config
 from jaxtrain.core.mesh import PARAM_RULES
 from jaxtrain.core.optim import OPTIMIZERS, SCHEDULES
+from jaxtrain.core.precision import PRECISIONS, REMAT_POLICIES
+from jaxtrain.core.sharding import OPTIMIZER_LAYOUTS, compile_rules
 from jaxtrain.errors import ConfigError
 
 MODES = ("min", "max")
@@ -139,6 +141,13 @@ def _check_values(c: Config) -> None:
   if c.schedule.warmup_steps < 0:
     raise ConfigError(f"schedule.warmup_steps={c.schedule.warmup_steps}: must be >= 0")
   _choice("mesh.params", c.mesh.params, PARAM_RULES)
+  _choice("mesh.optimizer", c.mesh.optimizer, OPTIMIZER_LAYOUTS)
+  _choice("trainer.precision", t.precision, tuple(PRECISIONS))
+  _choice("model.remat", c.model.remat, tuple(REMAT_POLICIES))
+  try:
+    compile_rules(c.mesh.rules)
+  except ValueError as err:
+    raise ConfigError(str(err)) from None
   _positive("checkpoint.every", c.checkpoint.every)
   _positive("checkpoint.keep", c.checkpoint.keep)
   _choice("checkpoint.mode", c.checkpoint.mode, MODES)

@@ -1,4 +1,4 @@
-"""Device mesh and sharding rules. Pure: no I/O."""
+"""The device mesh and the shape-based FSDP rule. Pure: no I/O. (Rules by path and name: sharding.py.)"""
 
 from __future__ import annotations
 
@@ -9,45 +9,52 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-DATA_AXES = ("data", "fsdp")  # the batch dimension is split over both axes
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both; "tensor" devices share a batch shard
+DATA_AXES = BATCH_AXES
 PARAM_RULES = ("replicate", "fsdp", "auto")
 
 
-def resolve_mesh_shape(data: int, fsdp: int, num_devices: int) -> tuple[int, int]:
-  """Fills in a -1 axis so that data * fsdp == num_devices, or raises ValueError."""
-  if data == -1 and fsdp == -1:
-    raise ValueError("mesh.data and mesh.fsdp cannot both be -1")
-  for name, size in (("mesh.data", data), ("mesh.fsdp", fsdp)):
+def resolve_mesh_shape(data: int, fsdp: int, num_devices: int, tensor: int = 1) -> tuple[int, int, int]:
+  """Fills in the one -1 axis so that data * fsdp * tensor == num_devices, or raises ValueError."""
+  sizes = {"mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor}
+  for name, size in sizes.items():
     if size == 0 or size < -1:
       raise ValueError(f"{name}={size}: must be a positive device count or -1 (all remaining devices)")
-  if data == -1:
-    if num_devices % fsdp:
-      raise ValueError(f"mesh.fsdp={fsdp} does not divide the {num_devices} available devices")
-    data = num_devices // fsdp
-  elif fsdp == -1:
-    if num_devices % data:
-      raise ValueError(f"mesh.data={data} does not divide the {num_devices} available devices")
-    fsdp = num_devices // data
-  if data * fsdp != num_devices:
-    raise ValueError(
-        f"mesh.data={data} x mesh.fsdp={fsdp} = {data * fsdp} devices, but {num_devices} are available"
-    )
-  return data, fsdp
+  free = [name for name, size in sizes.items() if size == -1]
+  if len(free) > 1:
+    raise ValueError(f"{' and '.join(free)} cannot both be -1")
+  if free:
+    known = math.prod(size for size in sizes.values() if size != -1)
+    if num_devices % known:
+      fixed = " x ".join(f"{n}={s}" for n, s in sizes.items() if s != -1)
+      raise ValueError(f"{fixed} = {known} devices does not divide the {num_devices} available devices")
+    sizes[free[0]] = num_devices // known
+  total = math.prod(sizes.values())
+  if total != num_devices:
+    shape = " x ".join(f"{n}={s}" for n, s in sizes.items())
+    raise ValueError(f"{shape} = {total} devices, but {num_devices} are available")
+  return sizes["mesh.data"], sizes["mesh.fsdp"], sizes["mesh.tensor"]
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Builds a ("data", "fsdp") mesh with Auto axis types over `devices` (default: all)."""
+def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | None = None,
+              tensor: int = 1) -> Mesh:
+  """Builds a ("data", "fsdp", "tensor") mesh with Auto axis types over `devices` (default: all).
+
+  Tensor-parallel devices are the innermost axis, so they are neighbours in
+  the device list (on GPUs: the same host's fast interconnect).
+  """
   devices = list(jax.devices() if devices is None else devices)
-  data, fsdp = resolve_mesh_shape(data, fsdp, len(devices))
+  shape = resolve_mesh_shape(data, fsdp, len(devices), tensor)
   # Auto axes: explicit-sharding mode (jax.make_mesh's default) rejects FSDP
   # param layouts inside jit ("illegally sharded result").
-  axis_types = (jax.sharding.AxisType.Auto,) * 2
-  return Mesh(np.asarray(devices).reshape(data, fsdp), ("data", "fsdp"), axis_types=axis_types)
+  axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=axis_types)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dimension split over every device of the mesh."""
-  return NamedSharding(mesh, P(DATA_AXES))
+  """Leading (batch) dimension split over the data and fsdp axes."""
+  return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -66,22 +73,3 @@ def fsdp_spec(shape: Sequence[int], fsdp_size: int, min_size: int) -> P:
   spec: list[Any] = [None] * len(shape)
   spec[dim] = "fsdp"
   return P(*spec)
-
-
-def state_shardings(abstract_tree: Any, mesh: Mesh, rule: str = "auto", min_size: int = 1024) -> Any:
-  """Shardings for every leaf of a (possibly abstract) pytree under a param rule.
-
-  The rule looks only at shapes, so optimizer moments get the layout of the
-  param they mirror and scalars (step counts) stay replicated.
-  """
-  if rule not in PARAM_RULES:
-    raise ValueError(f"mesh.params={rule!r}: choose one of {', '.join(PARAM_RULES)}")
-  fsdp_size = mesh.shape["fsdp"]
-  use_fsdp = rule == "fsdp" or (rule == "auto" and fsdp_size > 1)
-
-  def leaf_sharding(leaf):
-    shape = getattr(leaf, "shape", ())
-    spec = fsdp_spec(shape, fsdp_size, min_size) if use_fsdp else P()
-    return NamedSharding(mesh, spec)
-
-  return jax.tree.map(leaf_sharding, abstract_tree)

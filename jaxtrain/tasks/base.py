@@ -8,7 +8,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from jaxtrain.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
+from jaxtrain.core.precision import with_compute_dtype, with_remat
+from jaxtrain.core.step import EvalStep, LossFn, TrainStep, make_eval_step, make_train_step
 
 
 class Task(abc.ABC):
@@ -101,10 +102,18 @@ class Task(abc.ABC):
     """Whether this task overrides the optional view `view` (embed, reconstruct, sample)."""
     return getattr(type(self), view) is not getattr(Task, view)
 
+  def step_loss(self, train: bool = True) -> LossFn:
+    """`self.loss` under the run's precision (and, for training, remat) settings:
+    what the default steps call. A task with its own steps uses it too."""
+    loss = self.loss
+    if train and not self.remat_in_model:
+      loss = with_remat(loss, self.remat)
+    return with_compute_dtype(loss, self.compute_dtype)
+
   def train_step(self) -> TrainStep:
     """The pure train step; override for several optimizers or custom updates."""
-    return make_train_step(self.loss)
+    return make_train_step(self.step_loss(train=True))
 
   def eval_step(self) -> EvalStep:
     """The pure eval step returning weighted metric sums."""
-    return make_eval_step(self.loss)
+    return make_eval_step(self.step_loss(train=False))
