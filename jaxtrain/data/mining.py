@@ -97,6 +97,10 @@ class MiningTable:
   def ema(self, version: int) -> np.ndarray:
     """The per-example loss EMA of `version` (NaN: never seen), waiting until it is published."""
     with self._cond:
+      if self.version < version and threading.current_thread() is threading.main_thread():
+        # Read inline by the loop itself: nothing could publish it while we wait.
+        raise RuntimeError(f"batch needs mining table version {version} but the table is at {self.version}; "
+                           "its restored state does not match the iterator's position")
       if not self._cond.wait_for(lambda: self.version >= version or self._closed, timeout=self.wait_secs):
         raise TimeoutError(f"mining table version {version} was not published within {self.wait_secs} s")
       if version == 0:  # never folded: also what batch 0 (compiled from at every start) reads
