@@ -106,6 +106,7 @@ def build(spec: RunSpec) -> Engine:
   task.total_steps = total_steps
   task.compute_dtype = precision.compute_dtype(cfg.trainer.precision)
   task.remat = cfg.model.remat
+  task.mesh = mesh
   init = init_state_fn(task.init, tx, cfg.trainer.ema_decay, task.init_extra)
   rng = jax.random.PRNGKey(cfg.trainer.seed)
   abstract_state = jax.eval_shape(init, rng)

@@ -25,7 +25,7 @@ class Task(abc.ABC):
 
   Before calling `init` or `train_step`, the engine sets `total_steps` (the
   run's length in train steps), for tasks that build schedules of their own,
-  `compute_dtype` (trainer.precision) and `remat` (model.remat).
+  `compute_dtype` (trainer.precision), `remat` (model.remat) and `mesh`.
   """
 
   config_class: type
@@ -38,6 +38,8 @@ class Task(abc.ABC):
   # (set `remat_in_model = True` then).
   remat: str = "none"
   remat_in_model: bool = False
+  # The device mesh, for losses with per-device code (core/per_device.py).
+  mesh: Any = None
 
   def __init__(self, config: Any, example_batch: Mapping[str, np.ndarray]):
     self.config = config
