@@ -153,6 +153,8 @@ def _write_config_records(run_dir: Path, spec: RunSpec, overrides: list[str]) ->
     (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
   # Also Hydra's own files (the CLI writes them first): no secret stays in a snapshot.
   redact_yaml_files(hydra_dir)
+  if (run_dir.parent / "multirun.yaml").exists():  # a --multirun job: the sweep's record of its overrides
+    redact_yaml_files(run_dir.parent)
 
 
 def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: EventWriter,

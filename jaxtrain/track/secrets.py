@@ -26,8 +26,11 @@ _SECRET_PAIRS = {("api", "key"), ("private", "key"), ("access", "key"), ("secret
 # Environment values shorter than this are too likely to occur by chance ("1", "true").
 _MIN_ENV_SECRET_LENGTH = 6
 
-_URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@/\s]+)@")
+# Hydra escapes ':' in the overrides it records (http\://user\:pw@host), hence the optional backslashes.
+_URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*\\?://[^:/@\s\\]*)\\?:(?P<password>[^@/\s]+)@")
 _OVERRIDE = re.compile(r"^(?P<key>[+~]{0,2}[\w.\-/]+)=(?P<value>.*)$", re.DOTALL)
+# key=value inside a longer text, e.g. Hydra's override_dirname "a=1,db.password=x,b=2".
+_ASSIGNMENT = re.compile(r"(?P<key>[A-Za-z_][\w.\-/]*)=(?P<value>[^,\s]*)")
 
 
 def is_secret_name(name: str) -> bool:
@@ -53,6 +56,7 @@ def redact_text(text: str, env_secrets: list[str] | None = None) -> str:
   if override and is_secret_name(override.group("key").rsplit(".", 1)[-1]):
     return f"{override.group('key')}={MASK}"
   text = _URL_CREDENTIALS.sub(rf"\g<head>:{MASK}@", text)
+  text = _ASSIGNMENT.sub(lambda m: f"{m['key']}={MASK}" if is_secret_name(m["key"]) else m.group(0), text)
   for value in env_secrets:
     text = text.replace(value, MASK)
   return text
