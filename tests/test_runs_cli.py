@@ -80,7 +80,8 @@ def test_run_lands_in_the_database(recorded):
 
 def test_writers_produce_readable_files(recorded):
   lines = [json.loads(line) for line in (recorded.run_dir / "facts" / "metrics.jsonl").read_text().splitlines()]
-  assert sorted((r["step"], r["split"]) for r in lines) == [(s, split) for s in (10, 20, 30) for split in ("train", "val")]
+  expected = [(step, split) for step in (10, 20, 30) for split in ("train", "val")]
+  assert sorted((r["step"], r["split"]) for r in lines) == expected
   tensorboard = read_tensorboard_scalars(recorded.run_dir / "tensorboard")
   assert set(tensorboard["train/loss"]) == {10, 20, 30}
   assert tensorboard["val/loss"][30] == pytest.approx(recorded.result.summary["final_metrics"]["val/loss"], rel=1e-6)

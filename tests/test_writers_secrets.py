@@ -37,7 +37,8 @@ def test_redact_masks_keys_urls_overrides_and_environment_values(monkeypatch):
   assert cleaned["overrides"] == ["optim.lr=0.1", "+logging.api_key=***", "x=https://u:***@host/path"]
   assert secrets.redact_text("/home/not-a-secret") == "/home/not-a-secret"
   # As Hydra records overrides of a --multirun job, and joins them into override_dirname.
-  assert secrets.redact_text(r"logging.mlflow_tracking_uri=http\://a\:pw123@h") == r"logging.mlflow_tracking_uri=http\://a:***@h"
+  escaped = r"logging.mlflow_tracking_uri=http\://a\:pw123@h"
+  assert secrets.redact_text(escaped) == r"logging.mlflow_tracking_uri=http\://a:***@h"
   assert secrets.redact_text("checkpoint.every=5,db.password=xyz,optim.lr=0.1") == (
       "checkpoint.every=5,db.password=***,optim.lr=0.1")
   assert config["db"]["password"] == "pw"  # a copy: the input is untouched
