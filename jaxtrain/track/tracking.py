@@ -35,7 +35,9 @@ def git_commit() -> str | None:
     done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
   except (OSError, subprocess.SubprocessError):
     return None
-  return done.stdout.strip() or None if done.returncode == 0 else None
+  if done.returncode != 0:
+    return None
+  return done.stdout.strip() or None
 
 
 def config_record(raw: Any) -> dict[str, Any]:
