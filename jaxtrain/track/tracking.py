@@ -98,6 +98,8 @@ class RunTracking:
       raise ConfigError(f"db.url: {redact_text(str(err))}") from None
     except ModuleNotFoundError as err:
       raise ConfigError(f"db.url: the database driver is not installed ({err})") from None
+    except OSError as err:  # e.g. the SQLite file's folder cannot be created
+      raise ConfigError(f"db.url: {redact_text(str(err))}") from None
     except SQLAlchemyError as err:
       # The run itself matters more than its database row.
       log.warning("experiment database unreachable (%s); this run is not recorded there",
