@@ -6,7 +6,8 @@ A param's layout is decided by the first source that names it:
    wins, like big_vision's sharding tactics. A spec lists one mesh axis (or a
    list of axes, or null) per dimension; `[]` means replicated.
 2. The task's logical axis names (`Task.logical_axes`, e.g. ("embed", "mlp")),
-   mapped to mesh axes by `mesh.logical_rules`.
+   mapped to mesh axes by `mesh.logical_rules`; params smaller than
+   `mesh.fsdp_min_size` elements stay replicated.
 3. The shape rule `mesh.params` (replicate | fsdp | auto), as for any other leaf.
 
 A mesh axis that does not divide its dimension, or that is already used by an
@@ -20,6 +21,7 @@ updates a slice of the optimizer state; XLA inserts the gathers).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Iterable, Sequence
 
@@ -132,6 +134,8 @@ def param_specs(abstract_params: Any, mesh: Mesh, *, rules: Iterable[Sequence[An
       if pattern.fullmatch(name) or pattern.search(name):
         return fit_spec(spec, shape, mesh)
     if name in names_by_path:
+      if math.prod(shape) < fsdp_min_size:  # norm scales, biases: gathering them costs more than they weigh
+        return P()
       return fit_spec(logical_to_mesh(names_by_path[name], logical), shape, mesh)
     if use_fsdp:
       return fsdp_spec(shape, mesh.shape.get("fsdp", 1), fsdp_min_size)
