@@ -133,18 +133,20 @@ class LMTask(Task):
     buffer = np.zeros((1, window), np.int32)
     buffer[0, :len(prompt)] = np.frombuffer(prompt, np.uint8)
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    out = _generate(self, params, jnp.asarray(buffer), len(prompt), num_bytes, temperature, rng)
+    out = _generate(self, params, jnp.asarray(buffer), len(prompt), num_bytes, jnp.float32(temperature), rng)
     return bytes(np.asarray(out[0, len(prompt):len(prompt) + num_bytes], np.uint8))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _generate(task, params, buffer, start, num_bytes, temperature, rng):
   def next_byte(i, carry):
     buffer, rng = carry
     rng, key = jax.random.split(rng)
     # Causal attention: the zeros after position i do not change its logits.
     logits = task.logits(params, buffer)[0, i - 1, :256]
-    token = (jnp.argmax(logits) if temperature == 0 else jax.random.categorical(key, logits / temperature))
+    # A traced temperature: greedy and sampled generation share one compiled loop.
+    sampled = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6))
+    token = jnp.where(temperature > 0, sampled, jnp.argmax(logits))
     return buffer.at[0, i].set(token.astype(buffer.dtype)), rng
 
   buffer, _ = jax.lax.fori_loop(start, start + num_bytes, next_byte, (buffer, rng))
