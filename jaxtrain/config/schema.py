@@ -362,7 +362,8 @@ class EnvConfig:
   data_root: str = "data"
   # Run, multirun and sweep directories go under it.
   output_root: str = "outputs"
-  # Caches (compiled programs, downloads); null = each tool's own default.
+  # JAX's persistent compilation cache (trainer.compilation_cache_dir follows it);
+  # null = <user cache dir>/jaxtrain/jax_cache.
   cache_dir: Optional[str] = None
 
 

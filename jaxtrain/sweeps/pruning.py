@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import optuna
 
@@ -34,7 +35,10 @@ class ReportAndPrune(PeriodicAction):
     value = book.last_eval[self.metric]
     if not math.isfinite(value):
       return  # Optuna would reject it; the guard and the final value speak for such a run
-    self.trial.report(value, ctx.step)
+    with warnings.catch_warnings():
+      # A resumed trial evaluates again at its checkpoint's step, which it reported before it died.
+      warnings.filterwarnings("ignore", message="The reported value is ignored")
+      self.trial.report(value, ctx.step)
     if not ctx.final and self.trial.should_prune():
       self.pruned_at = ctx.step
       book.stop_reason = f"pruned by the sweep at step {ctx.step} ({self.metric}={value:.6g})"

@@ -34,7 +34,8 @@ DIRECTIONS = ("minimize", "maximize")
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# The heartbeat, retry and figure APIs are marked experimental; that note is for Optuna's users, not ours.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"jaxtrain\.sweeps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +92,7 @@ def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
 
 def load_study(plan: SweepPlan, sampler_seed: int | None = None) -> optuna.Study:
   """Creates the study, or joins it when it exists (a restarted sweep, another worker or machine)."""
+  Path(plan.sweep_dir).mkdir(parents=True, exist_ok=True)  # home of the default SQLite file
   return optuna.create_study(storage=open_storage(plan), study_name=plan.study_name, load_if_exists=True,
                              direction=plan.sweep.direction, pruner=make_pruner(plan.sweep),
                              sampler=optuna.samplers.TPESampler(seed=sampler_seed))
