@@ -96,7 +96,7 @@ class ExperimentDB:
       if not create and not path.exists():
         from jaxtrain.errors import ConfigError  # here: the module imports nothing of jaxtrain
 
-        raise ConfigError(f"db.url: no experiment database at {path}")
+        raise ConfigError(f"no experiment database at {path}")
       path.parent.mkdir(parents=True, exist_ok=True)
       connect_args["timeout"] = timeout_secs
     self.engine = sa.create_engine(self.url, connect_args=connect_args)
