@@ -12,11 +12,11 @@ import pytest
 
 import jaxtrain
 from jaxtrain.config.schema import DataConfig
+from jaxtrain.core.precision import REMAT_POLICIES
 from jaxtrain.core.hardware import StepThroughput, peak_flops_per_device, total_peak_flops
 from jaxtrain.data.sources import load_splits
 from jaxtrain.data.text import text_windows, unigram_bits_per_byte
 from jaxtrain.errors import ConfigError
-from jaxtrain.models.transformer import REMAT_POLICIES
 from jaxtrain.tasks.lm import LMConfig, LMTask
 
 TINY = dict(d_model=64, n_layers=2, n_heads=4, d_ff=256)

@@ -29,7 +29,7 @@ def step_throughput(cfg: Any, engine: Any) -> StepThroughput | None:
   if cost is None:
     return None
   peak = total_peak_flops(jax.devices()[0].device_kind, engine.mesh.devices.size,
-                          getattr(cfg.trainer, "precision", "fp32"), cfg.trainer.peak_tflops)
+                          cfg.trainer.precision, cfg.trainer.peak_tflops)
   return StepThroughput(cost, peak)
 
 

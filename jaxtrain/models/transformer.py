@@ -22,10 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
+from jaxtrain.core.precision import REMAT_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +163,8 @@ class TransformerLM(nn.Module):
     if s.positions == "learned":
       table = self.param("positions", _named(nn.initializers.normal(0.02), "seq", "embed"), (s.seq_len, s.d_model))
       x = x + table[:tokens.shape[1]].astype(x.dtype)
-    block = Block if self.remat == "none" else nn.remat(Block, policy=REMAT_POLICIES[self.remat])
+    policy = REMAT_POLICIES[self.remat]  # model.remat; None = keep every activation
+    block = Block if policy is None else nn.remat(Block, policy=policy)
     for layer in range(s.n_layers):
       x = block(s, name=f"block_{layer}")(x)
     x = _norm(s, "final_norm")(x)
