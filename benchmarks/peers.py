@@ -199,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--steps", type=int, default=2000, help="train steps per run (default 2000, the ae task's)")
   parser.add_argument("--repeats", type=int, default=5, help="interleaved runs of each (default 5)")
   parser.add_argument("--warmup-steps", type=int, default=50, help="untimed first steps of the torch loops")
+  parser.add_argument("--warmup-runs", type=int, default=1, help="untimed runs of each before the repeats")
   parser.add_argument("--peers", default="pytorch,lightning", help="comma-separated subset of pytorch,lightning")
   parser.add_argument("--threads", type=int, default=1, help="compute threads for torch and XLA (default 1)")
   parser.add_argument("--out", type=Path, default=None, help="append the results as one JSON line to this file")
@@ -250,8 +251,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run_pytorch(work, args.warmup_steps)
       return run_lightning(work, args.warmup_steps, Path(tmp) / f"lightning_{index}")
 
-    for name in names:  # untimed warm-up run of each: imports, thread pools, first compile
-      one(name, -1)
+    for w in range(args.warmup_runs):  # untimed: imports, thread pools, first compile
+      for name in names:
+        one(name, -1 - w)
     for r in range(args.repeats):
       order = names if r % 2 == 0 else names[::-1]  # drifting machine load hits all alike
       for name in order:
