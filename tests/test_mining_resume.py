@@ -15,6 +15,7 @@ from jaxtrain.data import pipeline
 from jaxtrain.data.augment import dihedral_transform
 from jaxtrain.data.mining import INDEX_METRIC, LOSS_METRIC
 from jaxtrain.data.sources import as_source
+from jaxtrain.errors import ConfigError
 
 from _helpers import checkpoint_steps, short_overrides
 
@@ -30,12 +31,15 @@ def _config() -> DataConfig:
                     augment=[{"name": "gaussian_noise", "std": 0.1}])
 
 
+def _pipeline_sets():
+  """Two datasets whose x is each example's id over both (0-39, then 40-63)."""
+  sizes, offsets = (40, 24), (0, 40)
+  return [pipeline.TrainSet(f"d{k}", as_source({"x": (offsets[k] + np.arange(n, dtype=np.float32))[:, None]}))
+          for k, n in enumerate(sizes)]
+
+
 def _pipeline():
-  sizes = (40, 24)
-  offsets = (0, 40)
-  return pipeline.train_pipeline(
-      [pipeline.TrainSet(f"d{k}", as_source({"x": (offsets[k] + np.arange(n, dtype=np.float32))[:, None]}))
-       for k, n in enumerate(sizes)], _config())
+  return pipeline.train_pipeline(_pipeline_sets(), _config())
 
 
 def _fake_losses(index: np.ndarray) -> np.ndarray:
@@ -81,10 +85,12 @@ def test_resumed_pipeline_repeats_the_batches_and_the_augmentation():
   assert (indices[:8] % 5 == 0).mean() < 0.5  # version 0: nothing known yet
 
 
-def test_dihedral_transform_gives_the_eight_board_symmetries():
+def test_dihedral_transform_gives_the_eight_board_symmetries_and_bad_mining_values_fail():
   board = np.arange(9).reshape(1, 3, 3)
   images = {dihedral_transform(board, k).tobytes() for k in range(8)}
   assert len(images) == 8
+  with pytest.raises(ConfigError, match=r"data.mining.mix=1.5: must be between 0 and 1"):
+    pipeline.train_pipeline(_pipeline_sets(), DataConfig(batch_size=8, mining=MiningConfig(enabled=True, mix=1.5)))
 
 
 @pytest.fixture(scope="module")

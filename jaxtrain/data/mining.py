@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxtrain.core.step import WEIGHT_KEY, example_weights
 from jaxtrain.data.weighted import inverse_cdf_draw
+from jaxtrain.errors import ConfigError
 
 INDEX_KEY = "index"  # int32 [B]: each row's example id over all datasets (dataset offset + row)
 LOSS_METRIC, INDEX_METRIC = "mining/loss", "mining/index"
@@ -61,6 +62,16 @@ def with_example_losses(step_fn: Callable, loss_fn: Callable) -> Callable:
     return new_state, {**metrics, LOSS_METRIC: losses, INDEX_METRIC: batch[INDEX_KEY]}
 
   return step
+
+
+def check_config(cfg: Any) -> None:
+  """One-line ConfigError for data.mining values outside their ranges."""
+  checks = (("mix", 0.0 <= cfg.mix <= 1.0, "between 0 and 1"), ("ema", 0.0 <= cfg.ema < 1.0, "in [0, 1)"),
+            ("every", cfg.every >= 1, "at least 1"), ("power", cfg.power >= 0.0, ">= 0"),
+            ("temperature", cfg.temperature is None or cfg.temperature > 0, "> 0 or null"))
+  for key, ok, expected in checks:
+    if not ok:
+      raise ConfigError(f"data.mining.{key}={getattr(cfg, key)}: must be {expected}")
 
 
 def _encode(array: np.ndarray) -> str:

@@ -22,6 +22,7 @@ from jaxtrain.data import grouping, mixture, weighted
 from jaxtrain.data.augment import Augmenter, augment_seed
 from jaxtrain.data.grouping import DATASET_KEY
 from jaxtrain.data.mining import INDEX_KEY, MinedStream, MiningStateIterDataset, MiningTable
+from jaxtrain.data.mining import check_config as check_mining_config
 from jaxtrain.data.mixture import BatchAllocation
 from jaxtrain.data.sampling import ExampleStream
 from jaxtrain.data.sources import Arrays, Source, as_source
@@ -156,6 +157,7 @@ def train_pipeline(sets: Sequence[TrainSet], cfg: DataConfig) -> TrainPipeline:
   offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
   table = None
   if cfg.mining.enabled:
+    check_mining_config(cfg.mining)
     if cfg.worker_count:
       raise ConfigError("data.mining.enabled=true needs data.worker_count=0: worker processes cannot see "
                         "the mining table, which the training process updates")
