@@ -10,8 +10,9 @@ engine's sharding rules map to mesh axes:
 
 No module fixes a dtype: compute follows the params and inputs, so params cast
 to bfloat16 by the engine compute in bfloat16 (the caller takes the logits to
-float32 for the loss). Attention goes through `jax.nn.dot_product_attention`
-with the implementation left to XLA (cuDNN flash attention on GPUs that have it).
+float32 for the loss). Attention goes through `jax.nn.dot_product_attention`;
+`attention="auto"` leaves the choice to JAX (today its XLA path on every backend),
+"cudnn" asks for cuDNN's fused flash attention (NVIDIA GPUs, bf16/fp16 compute).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class TransformerShape:
   mlp: str = "swiglu"  # swiglu | gelu
   norm: str = "rms"  # rms | layer
   tie_embeddings: bool = True
+  attention: str = "auto"  # auto | xla | cudnn: jax.nn.dot_product_attention's implementation
 
   @property
   def head_dim(self) -> int:
@@ -110,7 +112,8 @@ class Attention(nn.Module):
     if s.positions == "rope":
       positions = jnp.arange(x.shape[1])
       q, k = rope(q, positions), rope(k, positions)
-    out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    implementation = None if s.attention == "auto" else s.attention
+    out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
     return nn.DenseGeneral(s.d_model, axis=(-2, -1), use_bias=False, name="out",
                            kernel_init=_named(init, "heads", "kv", "embed"))(out)
 

@@ -30,17 +30,20 @@ class LMConfig:
   name: str = "lm"
   # 256 byte values; a larger vocabulary only pads the embedding (e.g. to a multiple of a tensor axis).
   vocab_size: int = 256
-  d_model: int = 128
+  d_model: int = 64
   n_layers: int = 2
   n_heads: int = 4
-  d_ff: int = 512
+  d_ff: int = 256
   positions: str = "rope"  # rope | learned
   mlp: str = "swiglu"  # swiglu | gelu
   norm: str = "rms"  # rms | layer
   tie_embeddings: bool = True
+  # jax.nn.dot_product_attention's implementation: auto (JAX decides) | xla | cudnn (flash; GPU, bf16).
+  attention: str = "auto"
 
 
-_CHOICES = {"positions": ("rope", "learned"), "mlp": ("swiglu", "gelu"), "norm": ("rms", "layer")}
+_CHOICES = {"positions": ("rope", "learned"), "mlp": ("swiglu", "gelu"), "norm": ("rms", "layer"),
+            "attention": ("auto", "xla", "cudnn")}
 
 
 def _shape(config: LMConfig, example_batch) -> TransformerShape:
