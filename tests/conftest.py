@@ -6,6 +6,10 @@ import os
 # started by the tests inherit it through the environment.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Runs record themselves in the experiment database: one per test process, never ./outputs.
+import tempfile  # noqa: E402
+
+os.environ["JAXTRAIN_DB_URL"] = f"sqlite:///{tempfile.mkdtemp(prefix='jaxtrain-test-db-')}/experiments.db"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
