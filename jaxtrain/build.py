@@ -124,8 +124,9 @@ def build(spec: RunSpec) -> Engine:
     step_fn = guarded(step_fn, skip_nonfinite=cfg.trainer.skip_nonfinite, spike_zscore=cfg.trainer.spike_zscore,
                       spike_window=cfg.trainer.spike_window)
   metric_step = step_fn
-  if train_stream.mining_table is not None:  # the step also reports each example's loss
-    step_fn = mining.with_example_losses(step_fn, task.loss)
+  if train_stream.mining_table is not None:
+    # The step also reports each example's loss, from the step's own loss function: XLA shares the forward pass.
+    step_fn = mining.with_example_losses(step_fn, task.step_loss(train=True))
   train_step = ShapeCompiledStep(step_fn, name="train_step",
                                  in_shardings=(shardings, example_shardings), out_shardings=(shardings, replicated))
   # A small val split stays on the devices: evaluations then cost only compute.

@@ -17,6 +17,7 @@ from jaxtrain.data.sampling import EpochStream, ExampleStream
 from jaxtrain.errors import ConfigError
 
 KINDS = ("uniform", "weighted", "weighted_no_replacement")
+READ_ROWS = 65536  # rows per read when loading a weight column
 
 
 def check_weights(weights: np.ndarray, what: str) -> np.ndarray:
@@ -84,5 +85,7 @@ def weight_column(source, key: str, dataset: str) -> np.ndarray:
   if source.features[key].shape not in ((), (1,)):
     raise ConfigError(f"data.sampling.weight_key={key!r}: dataset {dataset!r} holds shape "
                       f"{list(source.features[key].shape)} per example; expected one number per example")
-  column = source.get_batch(np.arange(len(source)))[key]
+  # In slices: a file source then holds one slice of its other keys in memory, never the whole file.
+  column = np.concatenate([source.get_batch(np.arange(start, min(start + READ_ROWS, len(source))))[key]
+                           for start in range(0, len(source), READ_ROWS)])
   return check_weights(column, f"data.sampling.weight_key={key!r} of dataset {dataset!r}")
