@@ -58,8 +58,6 @@ class TrainPipeline:
 
   dataset: grain.MapDataset
   mining_table: MiningTable | None
-  names: tuple[str, ...]
-  num_examples: int
 
 
 def per_process_batch_size(global_batch_size: int) -> int:
@@ -169,7 +167,7 @@ def train_pipeline(sets: Sequence[TrainSet], cfg: DataConfig) -> TrainPipeline:
   ds = grain.MapDataset.source(plans).map(gather_rows)
   if cfg.augment:
     ds = ds.random_map(Augmenter(cfg.augment), seed=augment_seed(cfg.shuffle_seed, jax.process_index()))
-  return TrainPipeline(dataset=ds, mining_table=table, names=names, num_examples=int(sum(sizes)))
+  return TrainPipeline(dataset=ds, mining_table=table)
 
 
 def train_dataset(arrays: Arrays | Source, cfg: DataConfig) -> grain.MapDataset:
