@@ -128,6 +128,8 @@ class BareLoop:
                          mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
 
     self.tx = optax.inject_hyperparams(adamw)(learning_rate=schedule)
+    if o.clip_norm:  # as jaxtrain: clip before the optimizer (the lm task clips at 1.0)
+      self.tx = optax.chain(optax.clip_by_global_norm(o.clip_norm), self.tx)
     tx = self.tx
     rng = jax.random.PRNGKey(self.seed)
 
@@ -175,6 +177,9 @@ class BareLoop:
 
 # ---------------------------------------------------------------------------- main
 
+# Config overrides that select each workload; both loops are built from the same config.
+WORKLOADS = {"ae-digits": [], "lm-tiny": ["task=lm"]}
+
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -185,7 +190,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       help="untimed warm-up runs of each loop before the repeats (default 1)")
   parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                       help="extra jaxtrain config override, e.g. data.read_threads=1 (repeatable)")
+  parser.add_argument("--workload", choices=sorted(WORKLOADS), default="ae-digits",
+                      help="ae-digits (default task) or lm-tiny (task=lm at its default tiny size, data=text)")
   args = parser.parse_args(argv)
+  args.override = [*WORKLOADS[args.workload], *args.override]
 
   import absl.logging
   absl.logging.set_verbosity(absl.logging.WARNING)
@@ -194,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, python {machine['python']}, "
         f"jax {machine['jax']}, device {machine['device']} (x{machine['device_count']})")
   print(f"load average at start: {machine['loadavg_at_start']}")
-  print(f"workload: ae-digits, {args.steps} steps per run, {args.repeats} interleaved repeats"
+  print(f"workload: {args.workload}, {args.steps} steps per run, {args.repeats} interleaved repeats"
         + (f", overrides {args.override}" if args.override else ""))
 
   bare = BareLoop(args.steps, args.override)
@@ -217,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   ratios = [a / b for a, b in zip(jt, bl)]  # pairs from the same repeat
   result = {
       "benchmark": "overhead",
-      "workload": "ae-digits",
+      "workload": args.workload,
       "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
       "machine": machine,
       "steps": args.steps,
