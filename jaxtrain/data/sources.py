@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jaxtrain.config.schema import DataConfig
-from jaxtrain.data import digits_layouts, text
+from jaxtrain.data import digits_layouts, text, tictactoe
 from jaxtrain.data.formats import ArraySource, Source
 from jaxtrain.errors import ConfigError
 
@@ -76,6 +76,7 @@ SOURCES: dict[str, Callable[[DataConfig], Splits]] = {
     "digits_images": digits_images,
     "digits_points": digits_points,
     "text": text.text,
+    "tictactoe": tictactoe.tictactoe,
 }
 
 
