@@ -32,10 +32,10 @@ class TransformerShape:
 
   vocab_size: int = 256
   seq_len: int = 128
-  d_model: int = 128
+  d_model: int = 64
   n_layers: int = 2
   n_heads: int = 4
-  d_ff: int = 512
+  d_ff: int = 256
   positions: str = "rope"  # rope | learned
   mlp: str = "swiglu"  # swiglu | gelu
   norm: str = "rms"  # rms | layer

@@ -3,7 +3,16 @@
 Loss: next-byte cross-entropy in nats per byte; metrics bits_per_byte (the
 same loss in bits: 8 is a uniform guess over 256 bytes) and accuracy (argmax).
 Throughput: `step_cost` gives the tokens and model FLOPs of one train step,
-from which the logger reports tokens/s and MFU (see jaxtrain/core/hardware.py).
+from which the logger reports tokens/s and MFU (see jaxtrain/core/hardware.py):
+
+  FLOPs per step = 6·N·tokens + 12·n_layers·d_model·seq_len·tokens,  tokens = batch·seq_len
+
+forward + backward (per param and token, one multiply-add forward: 2 FLOPs; two
+backward: 4). N counts the params that multiply every token: the blocks, the final
+norm and the d_model·vocab logits projection (tied or not), not the embedding or
+position tables, which are lookups. The second term is attention's QKᵀ and AV,
+counted in full (not halved for the causal mask, as in PaLM's MFU). Remat's
+recomputation is not counted.
 """
 
 from __future__ import annotations
