@@ -61,12 +61,13 @@ def test_tiny_lm_learns_and_reports_throughput(trained):
   assert 0 < trained.summary["train_mfu"] < 1
 
 
-def test_generate_continues_the_prompt(trained):
+def test_generate_greedy_and_sampled():
   task = _task()
-  prompt = b"import os\nimport "
-  greedy = task.generate(trained.state.params, prompt, 8)
-  assert len(greedy) == 8 and greedy == task.generate(trained.state.params, prompt, 8)
-  assert len(task.generate(trained.state.params, prompt, 8, temperature=1.0, rng=jax.random.PRNGKey(1))) == 8
+  # All-zero params give uniform logits: greedy picks byte 0, sampling spreads over the bytes.
+  params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(task.init, jax.random.PRNGKey(0))[0])
+  assert task.generate(params, b"import os\nimport ", 8) == bytes(8)
+  sampled = task.generate(params, b"import ", 8, temperature=1.0, rng=jax.random.PRNGKey(1))
+  assert len(sampled) == 8 and sampled != bytes(8)
 
 
 @pytest.mark.parametrize("options", [{}, VARIANT], ids=["rope-swiglu-rms-tied", "learned-gelu-layer-untied"])
