@@ -12,8 +12,8 @@ import pytest
 
 import jaxtrain
 from jaxtrain.config.schema import DataConfig
-from jaxtrain.core.precision import REMAT_POLICIES
 from jaxtrain.core.hardware import StepThroughput, peak_flops_per_device, total_peak_flops
+from jaxtrain.core.precision import REMAT_POLICIES
 from jaxtrain.data.sources import load_splits
 from jaxtrain.data.text import text_windows, unigram_bits_per_byte
 from jaxtrain.errors import ConfigError
