@@ -149,7 +149,7 @@ class MiningTable:
     with self._cond:
       pending = [[int(b), _encode(np.asarray(i, np.int64)), _encode(np.asarray(l, np.float32))]
                  for b, i, l in self._pending]
-      return {"version": self.version, "every": self.every, "pending": pending,
+      return {"version": self.version, "pending": pending,
               "emas": {str(v): _encode(e) for v, e in self._emas.items()}}
 
   def set_state(self, state: dict[str, Any]) -> None:
