@@ -98,6 +98,7 @@ def build(spec: RunSpec) -> Engine:
   val_data = pipeline.eval_dataset(val_source, cfg.data, multiple_of=jax.local_device_count())
   example = train_data[0]
   task = task_cls(spec.task, example)
+  task.dataset_names = tuple(d.name for d in datasets)  # per-dataset heads and metrics, before init
 
   steps_per_epoch = num_train // cfg.data.batch_size
   total_steps = total_train_steps(cfg.trainer.steps, cfg.trainer.epochs, steps_per_epoch)

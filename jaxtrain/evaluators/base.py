@@ -199,5 +199,6 @@ def run_evaluators(evaluators: Iterable[Evaluator], state: Any, context: EvalCon
 def _load_builtin() -> None:
   # Imported for their registrations; late, because they import this module.
   import jaxtrain.evaluators.metrics  # noqa: F401
+  import jaxtrain.evaluators.neural_correlation  # noqa: F401
   import jaxtrain.evaluators.reconstruction  # noqa: F401
   import jaxtrain.evaluators.retrieval  # noqa: F401

@@ -25,7 +25,8 @@ class Task(abc.ABC):
 
   Before calling `init` or `train_step`, the engine sets `total_steps` (the
   run's length in train steps), for tasks that build schedules of their own,
-  `compute_dtype` (trainer.precision), `remat` (model.remat) and `mesh`.
+  `compute_dtype` (trainer.precision), `remat` (model.remat), `mesh` and
+  `dataset_names`.
   """
 
   config_class: type
@@ -40,6 +41,9 @@ class Task(abc.ABC):
   remat_in_model: bool = False
   # The device mesh, for losses with per-device code (core/per_device.py).
   mesh: Any = None
+  # The run's datasets in order (a batch's "dataset" key indexes it), for per-dataset
+  # heads and metrics; set before `init`.
+  dataset_names: tuple[str, ...] = ()
 
   def __init__(self, config: Any, example_batch: Mapping[str, np.ndarray]):
     self.config = config
