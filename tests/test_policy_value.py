@@ -9,8 +9,9 @@ import pytest
 
 import jaxtrain
 from jaxtrain.config.schema import DataConfig
-from jaxtrain.data import tictactoe
+from jaxtrain.data import pipeline, tictactoe
 from jaxtrain.data.augment import Augmenter
+from jaxtrain.data.sources import load_datasets
 from jaxtrain.tasks.policy_value import expected_calibration_error
 
 from _helpers import short_overrides
@@ -111,15 +112,28 @@ def test_expected_calibration_error():
   assert expected_calibration_error(confidence, np.zeros(4), 10) == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("preset", ["policy_value_quality", "policy_value_mining"])
-def test_presets_run_and_report_their_metrics(preset, cache_dir, tmp_path):
-  overrides = short_overrides(tmp_path / "run", 30, f"+experiment={preset}", "task.width=8", "task.blocks=1",
-                              "trainer.eval_every=30", "logging.save_artifacts=false")
+@pytest.mark.parametrize("preset, extra", [
+    ("policy_value_quality", []),
+    ("policy_value_mining", ["data.mining.every=5"]),  # mined draws from batch 10 on
+])
+def test_presets_run_and_report_their_metrics(preset, extra, cache_dir, tmp_path):
+  overrides = short_overrides(tmp_path / "run", 20, f"+experiment={preset}", "task.width=8", "task.blocks=1",
+                              "logging.save_artifacts=false", *extra)
   result = jaxtrain.run(jaxtrain.compose(overrides))
   metrics = result.summary["final_metrics"]
-  assert result.summary["final_step"] == 30
+  assert result.summary["final_step"] == 20
   for name in ("val/policy_accuracy", "val/value_accuracy", "val/value_ece"):
     assert 0.0 <= metrics[name] <= 1.0, (name, metrics)
   assert np.isfinite(metrics["val/value_mse"]) and np.isfinite(metrics["val/policy_ce"])
-  # Better than a uniformly random legal move (~0.43 of moves are optimal on average).
-  assert metrics["val/policy_accuracy"] > 0.5
+
+
+def test_quality_preset_draws_decisive_positions_more_often(cache_dir):
+  cfg = jaxtrain.compose(["+experiment=policy_value_quality"]).data
+  train = load_datasets(cfg)[0].train
+  drawn = pipeline.train_pipeline([pipeline.TrainSet("tictactoe", train)], cfg).dataset
+  quality = train.get_batch(np.arange(len(train)))["quality"]
+  drawn_quality = np.concatenate([drawn[i]["quality"] for i in range(20)])
+  # Drawn in proportion to quality, the mean drawn quality is E[q^2] / E[q], above E[q].
+  expected = np.mean(quality**2) / np.mean(quality)
+  assert drawn_quality.mean() == pytest.approx(expected, rel=0.05)
+  assert drawn_quality.mean() > quality.mean() * 1.1
