@@ -173,9 +173,19 @@ class BatchAllocation:
         self._chunk_starts.append(self._chunk_starts[last] + self.chunk_counts(last).sum(axis=0))
       return self._chunk_starts[chunk]
 
+  @functools.lru_cache(maxsize=4)
+  def _positions_in_chunk(self, chunk: int) -> np.ndarray:
+    """[CHUNK, K] rows each dataset gave the chunk's earlier batches."""
+    counts = self.chunk_counts(chunk)
+    return np.cumsum(counts, axis=0) - counts
+
   def counts(self, batch: int) -> np.ndarray:
+    if self.num_datasets == 1:
+      return np.array([self.batch_size])
     return self.chunk_counts(batch // CHUNK)[batch % CHUNK]
 
   def offsets(self, batch: int) -> np.ndarray:
+    if self.num_datasets == 1:  # the common case, without any bookkeeping
+      return np.array([batch * self.batch_size])
     chunk, row = divmod(batch, CHUNK)
-    return self._chunk_start(chunk) + self.chunk_counts(chunk)[:row].sum(axis=0)
+    return self._chunk_start(chunk) + self._positions_in_chunk(chunk)[row]

@@ -88,9 +88,13 @@ class BatchPlans:
 
   def __getitem__(self, index: int) -> tuple[int, np.ndarray, np.ndarray]:
     counts, offsets = self.allocation.counts(index), self.allocation.offsets(index)
-    datasets = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    examples = np.concatenate([self.streams[k].take(index, int(offsets[k]), int(counts[k]))
-                               for k in range(len(counts)) if counts[k]])
+    if len(self.streams) == 1:
+      examples = self.streams[0].take(index, int(offsets[0]), int(counts[0]))
+      datasets = np.zeros(len(examples), np.int32)
+    else:
+      datasets = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+      examples = np.concatenate([self.streams[k].take(index, int(offsets[k]), int(counts[k]))
+                                 for k in range(len(counts)) if counts[k]])
     if self.shuffle_rows:  # rows of several datasets: spread them over processes and devices
       order = np.random.default_rng([self.seed, 2, index]).permutation(len(examples))
       datasets, examples = datasets[order], examples[order]
@@ -105,7 +109,7 @@ class GatherRows:
 
   def __call__(self, plan: tuple[int, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
     _, datasets, examples = plan
-    present = np.unique(datasets)
+    present = [0] if len(self.sources) == 1 else np.unique(datasets)
     if len(present) == 1:
       batch = dict(self.sources[present[0]].get_batch(examples))
     else:
