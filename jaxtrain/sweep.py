@@ -58,11 +58,12 @@ def run_sweep(plan) -> "optuna.Study":  # noqa: F821
 
   study_lib.quiet_optuna()
   Path(plan.sweep_dir).mkdir(parents=True, exist_ok=True)
-  study_lib.fail_dead_trials(plan)
-  # A dead worker seen only while others still run leaves a queued retry behind: another round runs it.
+  # A worker that dies while others run counts as running until a trial start notices its
+  # silent heartbeat; if none starts, its trial is failed and retried in the next round.
   for _ in range(3):
+    study_lib.fail_dead_trials(plan)
     study = study_lib.load_study(plan)
-    todo = plan.sweep.n_trials - study_lib.count_finished(study)
+    todo = plan.sweep.n_trials - study_lib.budget_used(study)
     if todo <= 0:
       break
     workers = min(plan.sweep.n_jobs, todo)

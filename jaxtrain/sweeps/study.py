@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -30,8 +31,9 @@ log = logging.getLogger("jaxtrain")
 
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("minimize", "maximize")
-# Trials that use up the budget: finished ones, and those running or queued to run (a retried trial).
-BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+# Trials that use up the budget: finished ones and running ones. Queued (WAITING) trials are
+# not counted: they are simply the next ones to run (enqueued by hand, or retries of dead ones).
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 # The heartbeat, retry and figure APIs are marked experimental; that note is for Optuna's users, not ours.
@@ -71,15 +73,22 @@ def default_storage_url(sweep_dir: Path) -> str:
 
 def open_storage(plan: SweepPlan) -> RDBStorage:
   """The study's storage with heartbeats, and a retry (same params, same run dir) for each stale trial."""
-  engine_kwargs = {"connect_args": {"timeout": 60}} if plan.storage_url.startswith("sqlite") else None
+  sqlite = plan.storage_url.startswith("sqlite")
+  # SQLite: the driver's own transaction handling off, so that every transaction can begin IMMEDIATE (below).
+  engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else None
   try:
-    return RDBStorage(plan.storage_url, engine_kwargs=engine_kwargs,
-                      heartbeat_interval=plan.sweep.heartbeat_secs, grace_period=plan.sweep.grace_secs,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                          inherit_intermediate_values=True))
+    storage = RDBStorage(plan.storage_url, engine_kwargs=engine_kwargs,
+                         heartbeat_interval=plan.sweep.heartbeat_secs, grace_period=plan.sweep.grace_secs,
+                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                             inherit_intermediate_values=True))
   except Exception as err:  # a bad URL or an unreachable database: the user's input
     raise ConfigError(f"sweep.storage={plan.storage_url!r}: cannot open ({type(err).__name__}: "
                       f"{str(err).splitlines()[0] if str(err) else ''})") from None
+  if sqlite:
+    # SQLite ignores SELECT ... FOR UPDATE, so two workers could both take the same queued
+    # (enqueued or retried) trial; a write lock from the start of each transaction serialises them.
+    sqlalchemy.event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+  return storage
 
 
 def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
@@ -131,7 +140,7 @@ def objective(plan: SweepPlan, trial: optuna.Trial) -> float:
 
 
 def budget_used(study: optuna.Study) -> int:
-  """Trials counted against sweep.n_trials (finished, running or queued)."""
+  """Trials counted against sweep.n_trials (finished or running)."""
   return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
 
 
@@ -146,13 +155,12 @@ def worker(plan: SweepPlan, index: int = 0) -> None:
   # Distinct sampler streams per worker and per restart, yet the same for the same sweep history.
   seed = int(np.random.SeedSequence([plan.sweep.seed, index, len(study.trials)]).generate_state(1)[0])
   study = load_study(plan, sampler_seed=seed)
-  waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-  running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-  todo = plan.sweep.n_trials - count_finished(study) - running
-  if todo <= 0 and not waiting:
+  todo = plan.sweep.n_trials - budget_used(study)
+  if todo <= 0:
     return
+  # n_trials caps this worker; the callback stops it once all workers together reach the budget.
   budget = optuna.study.MaxTrialsCallback(plan.sweep.n_trials, states=BUDGET_STATES)
-  study.optimize(lambda trial: objective(plan, trial), n_trials=max(todo, waiting), callbacks=[budget])
+  study.optimize(lambda trial: objective(plan, trial), n_trials=todo, callbacks=[budget])
 
 
 def fail_dead_trials(plan: SweepPlan) -> int:
