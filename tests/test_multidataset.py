@@ -15,6 +15,8 @@ from jaxtrain.config.schema import DataConfig
 from jaxtrain.data import recordings
 from jaxtrain.data.pipeline import train_pipeline
 from jaxtrain.data.sources import load_datasets
+from jaxtrain.errors import ConfigError
+from jaxtrain.evaluators.neural_correlation import masked_correlations
 from jaxtrain.tasks.multidataset import MultiDatasetConfig, MultiDatasetTask, readout_penalty
 from tests._helpers import short_overrides
 
@@ -129,3 +131,19 @@ def test_smoothness_penalises_rough_readout_masks_more_than_smooth_ones():
 
   assert penalty(rough) > 10 * penalty(smooth) > 0
   assert penalty(np.zeros((16, 16))) == 0.0
+
+
+def test_masked_correlations_are_pearson_per_recorded_neuron():
+  rng = np.random.default_rng(0)
+  target = rng.random((50, 4))
+  predicted = target + rng.normal(0, 0.3, (50, 4))
+  mask = np.tile([1.0, 1.0, 1.0, 0.0], (50, 1))  # the last neuron is padding
+  expected = [np.corrcoef(predicted[:, n], target[:, n])[0, 1] for n in range(3)]
+  np.testing.assert_allclose(masked_correlations(predicted, target, mask), expected, rtol=1e-10)
+
+
+def test_bad_options_are_one_line_config_errors():
+  with pytest.raises(ConfigError, match="task.loss='huber'"):
+    _task(loss="huber")
+  with pytest.raises(ConfigError, match="task.readout_l1=-1"):
+    _task(readout_l1=-1.0)

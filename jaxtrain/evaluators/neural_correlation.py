@@ -29,8 +29,8 @@ class NeuralCorrelationConfig(EvaluatorConfig):
 
 
 def masked_correlations(predicted: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """Pearson correlation over rows of each column [N] with mask > 0 (NaN where a column is constant)."""
-  keep = mask[0] > 0
+  """Pearson correlation over the rows of each recorded column (mask > 0); NaN where a column is constant."""
+  keep = mask.max(0) > 0
   p, t = predicted[:, keep], target[:, keep]
   p, t = p - p.mean(0), t - t.mean(0)
   with np.errstate(invalid="ignore", divide="ignore"):
@@ -55,20 +55,22 @@ class NeuralCorrelation(Evaluator):
   def evaluate(self, state: Any, context: EvalContext) -> dict[str, float]:
     cfg = self.config
     task = context.task
-    predict = context.compiled("view_predict", lambda s, batch: task.predict(s.params, batch))
-    predictions = jax.device_get([predict(state, batch) for batch in context.batches()])
-    columns: dict[str, list[np.ndarray]] = {"p": [], "t": [], "m": [], "d": []}
-    for predicted, batch in zip(predictions, context.host_batches):
-      real = np.asarray(example_weights(batch)) > 0  # padding rows of the last batch
-      columns["p"].append(np.asarray(predicted)[real])
-      columns["t"].append(np.asarray(batch[cfg.target_key])[real])
-      columns["m"].append(np.asarray(batch[cfg.mask_key])[real])
-      columns["d"].append(np.asarray(batch["dataset"])[real])
-    p, t, m, d = (np.concatenate(columns[k]) for k in "ptmd")
+
+    def columns(s, batch):
+      # Everything the correlations need comes back from the device (replicated), so with
+      # several processes each sees the global rows, not only its own host batches.
+      return {"predicted": task.predict(s.params, batch), "target": batch[cfg.target_key],
+              "mask": batch[cfg.mask_key], "dataset": batch["dataset"], "weight": example_weights(batch)}
+
+    compiled = context.compiled(f"view_neural_columns_{cfg.target_key}_{cfg.mask_key}", columns)
+    parts = jax.device_get([compiled(state, batch) for batch in context.batches()])
+    merged = {key: np.concatenate([np.asarray(part[key]) for part in parts]) for key in parts[0]}
+    real = merged["weight"] > 0  # not the padding rows of the last batch
     results = {}
     for index, name in enumerate(task.dataset_names):
-      rows = d == index
-      results[f"corr/{name}"] = float(np.nanmean(masked_correlations(p[rows], t[rows], m[rows]))) \
-          if rows.any() else float("nan")
+      rows = real & (merged["dataset"] == index)
+      correlations = masked_correlations(merged["predicted"][rows], merged["target"][rows], merged["mask"][rows]) \
+          if rows.any() else np.array([np.nan])
+      results[f"corr/{name}"] = float(np.nanmean(correlations))
     results["corr/mean"] = float(np.nanmean(list(results.values())))
     return results
