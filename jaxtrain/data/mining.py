@@ -239,6 +239,9 @@ class _MiningStateIterator(grain.DatasetIterator):
     return {"pipeline": self._parent.get_state(), "mining": self._table.get_state()}
 
   def set_state(self, state: dict[str, Any]) -> None:
+    if "mining" not in state:
+      raise ConfigError("the checkpoint's data iterator was saved without data.mining; resume it with "
+                        "data.mining.enabled=false, or start a new run.dir")
     # The table first: the restored pipeline at once reads batches that need its versions.
     self._table.set_state(state["mining"])
     self._parent.set_state(state["pipeline"])

@@ -129,6 +129,8 @@ class GatherRows:
 def _streams(sets: Sequence[TrainSet], cfg: DataConfig, table: MiningTable | None,
              offsets: np.ndarray) -> list[ExampleStream]:
   """Each dataset's example stream, per data.sampling and data.mining."""
+  if cfg.sampling.kind not in weighted.KINDS:
+    raise ConfigError(f"data.sampling.kind={cfg.sampling.kind!r}: choose one of: {', '.join(weighted.KINDS)}")
   streams = []
   for k, item in enumerate(sets):
     seed = (cfg.shuffle_seed,) if len(sets) == 1 else (cfg.shuffle_seed, 1000 + k)
