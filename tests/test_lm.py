@@ -119,6 +119,20 @@ def test_each_block_is_rematerialised_under_the_policy(remat):
   assert policies == ([] if remat == "none" else [REMAT_POLICIES[remat]] * TINY["n_layers"])
 
 
+def test_scanned_layers_stack_params_on_a_layers_axis():
+  task = _task(scan_layers=True)
+  task.remat = "full"
+  params, _ = jax.eval_shape(task.init, jax.random.PRNGKey(0))
+  assert sum(x.size for x in jax.tree.leaves(params)) == task.num_params()["total"]
+  axes = task.logical_axes()["blocks"]["block"]
+  assert tuple(axes["attention"]["query"]["kernel"]) == ("layers", "embed", "heads", "kv")
+  for names, param in zip(jax.tree.leaves(axes), jax.tree.leaves(params["blocks"]["block"])):
+    assert names[0] == "layers" and param.shape[0] == TINY["n_layers"] and len(names) == param.ndim
+  batch = {"tokens": jax.ShapeDtypeStruct((2, SEQ_LEN + 1), jnp.int32)}
+  jaxpr = jax.make_jaxpr(jax.grad(lambda p, b: task.loss(p, {}, b, None, True)[0]))(params, batch)
+  assert "scan" in {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
+
+
 def test_peak_flops_table_and_throughput():
   assert peak_flops_per_device("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
   assert peak_flops_per_device("NVIDIA H100 PCIe", "fp32") == pytest.approx(378e12)

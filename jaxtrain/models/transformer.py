@@ -41,6 +41,9 @@ class TransformerShape:
   norm: str = "rms"  # rms | layer
   tie_embeddings: bool = True
   attention: str = "auto"  # auto | xla | cudnn: jax.nn.dot_product_attention's implementation
+  # One block applied n_layers times by nn.scan (params stacked on a leading "layers" axis):
+  # one block to compile instead of n_layers.
+  scan_layers: bool = False
 
   @property
   def head_dim(self) -> int:
@@ -147,6 +150,16 @@ class Block(nn.Module):
     return x + Mlp(self.shape, name="mlp")(_norm(self.shape, "mlp_norm")(x))
 
 
+class ScannedBlock(nn.Module):
+  """A Block in nn.scan's (carry, input) -> (carry, output) form."""
+
+  shape: TransformerShape
+
+  @nn.compact
+  def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, None]:
+    return Block(self.shape, name="block")(x), None
+
+
 class TransformerLM(nn.Module):
   """tokens [B, T] int -> logits [B, T, vocab] for the next token at every position.
 
@@ -167,9 +180,16 @@ class TransformerLM(nn.Module):
       table = self.param("positions", _named(nn.initializers.normal(0.02), "seq", "embed"), (s.seq_len, s.d_model))
       x = x + table[:tokens.shape[1]].astype(x.dtype)
     policy = REMAT_POLICIES[self.remat]  # model.remat; None = keep every activation
-    block = Block if policy is None else nn.remat(Block, policy=policy)
-    for layer in range(s.n_layers):
-      x = block(s, name=f"block_{layer}")(x)
+    if s.scan_layers:
+      # prevent_cse=False: inside scan the CSE barriers are unnecessary and slow (flax's advice).
+      block = ScannedBlock if policy is None else nn.remat(ScannedBlock, policy=policy, prevent_cse=False)
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=s.n_layers,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(s, name="blocks")(x, None)
+    else:
+      block = Block if policy is None else nn.remat(Block, policy=policy)
+      for layer in range(s.n_layers):
+        x = block(s, name=f"block_{layer}")(x)
     x = _norm(s, "final_norm")(x)
     if s.tie_embeddings:
       return embed.attend(x)

@@ -49,6 +49,8 @@ class LMConfig:
   tie_embeddings: bool = True
   # jax.nn.dot_product_attention's implementation: auto (JAX decides) | xla | cudnn (flash; GPU, bf16).
   attention: str = "auto"
+  # Scan one block over the layers (params stacked on a leading "layers" axis): compiles once per model, not per layer.
+  scan_layers: bool = False
 
 
 _CHOICES = {"positions": ("rope", "learned"), "mlp": ("swiglu", "gelu"), "norm": ("rms", "layer"),
