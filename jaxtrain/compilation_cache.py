@@ -1,9 +1,10 @@
 """JAX's persistent compilation cache, on by default, so a second run of a config skips XLA compilation.
 
-`trainer.compilation_cache_dir`:
+`trainer.compilation_cache_dir` (configs/config.yaml sets it to `${env.cache_dir}`, so env
+profiles place it):
 - null (default): `$XDG_CACHE_HOME/jaxtrain/jax_cache`, or `~/.cache/jaxtrain/jax_cache`;
 - a path: that folder;
-- "" / false / off / no / 0: off (JAX's own cache is switched off for the process too).
+- "" / false / off / no / none / 0: off (JAX's own cache is switched off for the process too).
 
 Only XLA's compile is cached: tracing and lowering still run on every start, so the
 saving is the compile time of the train and eval steps (about 1-2 s on a 2-core CPU for

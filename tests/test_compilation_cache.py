@@ -45,7 +45,11 @@ def test_second_compile_after_clearing_memory_is_a_disk_hit(tmp_path, restore_ja
   # Zero floor for this check: the test function compiles in well under 0.1 s.
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   hits = []
-  listener = lambda event, **kwargs: hits.append(event) if event.endswith("/cache_hits") else None
+
+  def listener(event: str, **kwargs) -> None:
+    if event.endswith("/cache_hits"):
+      hits.append(event)
+
   jax.monitoring.register_event_listener(listener)
   try:
     step = lambda w, x: jnp.tanh(x @ w).sum() * 1.2345
