@@ -107,5 +107,6 @@ def test_evaluate_is_the_exact_mean_over_the_split():
 def test_batch_size_must_divide_over_devices():
   from jaxtrain.errors import ConfigError
 
-  with pytest.raises(ConfigError, match="data.batch_size=12 must be divisible by the 8 devices"):
+  message = r"data.batch_size=12 must be divisible by the 8 batch shards of the mesh \(mesh.data x mesh.fsdp\)"
+  with pytest.raises(ConfigError, match=message):
     build(validate(compose.compose(["trainer.steps=5", "data.batch_size=12"])))

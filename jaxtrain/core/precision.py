@@ -41,6 +41,12 @@ def cast_floats(tree: Any, dtype: Any) -> Any:
   return jax.tree.map(cast, tree)
 
 
+def cast_like(tree: Any, reference: Any) -> Any:
+  """`tree` with each leaf cast to the dtype of the matching leaf of `reference`
+  (model state computed in bf16 goes back into float32 buffers)."""
+  return jax.tree.map(lambda x, ref: x.astype(ref.dtype), tree, reference)
+
+
 def with_compute_dtype(loss_fn: LossFn, dtype: Any) -> LossFn:
   """`loss_fn` run on `dtype` copies of the params and float inputs; loss and
   metrics come back as float32 (so sums over many eval batches stay exact).
@@ -51,7 +57,7 @@ def with_compute_dtype(loss_fn: LossFn, dtype: Any) -> LossFn:
   def loss(params, model_state, batch, rng, train):
     inputs = {k: v if k == WEIGHT_KEY else cast_floats(v, dtype) for k, v in batch.items()}
     value, (metrics, new_model_state) = loss_fn(cast_floats(params, dtype), model_state, inputs, rng, train)
-    return value.astype(jnp.float32), (cast_floats(metrics, jnp.float32), new_model_state)
+    return value.astype(jnp.float32), (cast_floats(metrics, jnp.float32), cast_like(new_model_state, model_state))
 
   return loss
 

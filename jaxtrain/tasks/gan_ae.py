@@ -20,6 +20,7 @@ import optax
 from jaxtrain.config.schema import ModelConfig, OptimConfig, ScheduleConfig
 from jaxtrain.core.optim import (OPTIMIZERS, SCHEDULES, current_learning_rate, make_optimizer, make_schedule,
                                  optimizer_steps)
+from jaxtrain.core.precision import cast_floats, cast_like
 from jaxtrain.core.step import WEIGHT_KEY, example_weights, weighted_mean
 from jaxtrain.errors import ConfigError
 from jaxtrain.models.composite import apply_with_state, build_autoencoder, init_variables
@@ -71,19 +72,30 @@ class GanAutoencoderTask(Task):
     return make_optimizer(cfg.disc_optim, make_schedule(cfg.disc_schedule, cfg.disc_optim.lr, steps))
 
   def _autoencode(self, params, model_state, batch, train):
-    return apply_with_state(self.generator, params, model_state, batch["x"], example_weights(batch), train=train)
+    # trainer.precision: the generator runs on compute-dtype copies; its outputs return as float32.
+    outputs, new_model_state = apply_with_state(self.generator, self._compute(params), model_state,
+                                                self._compute(batch["x"]), example_weights(batch), train=train)
+    return cast_floats(outputs, jnp.float32), cast_like(new_model_state, model_state)
+
+  def _judge(self, disc_params, x):
+    """Discriminator logits (float32) of x, computed in the run's compute dtype."""
+    logits = self.discriminator.apply({"params": self._compute(disc_params)}, self._compute(x))
+    return logits.astype(jnp.float32)
+
+  def _compute(self, tree):
+    return cast_floats(tree, self.compute_dtype) if self.compute_dtype is not None else tree
 
   def _generator_objective(self, reconstruction, aux_loss, disc_params, batch):
     """MSE + adv_weight * non-saturating adversarial loss + the latent's aux loss."""
     mse = weighted_mean(jnp.square(reconstruction - batch["x"]), batch)
-    fake_logits = self.discriminator.apply({"params": disc_params}, reconstruction)
+    fake_logits = self._judge(disc_params, reconstruction)
     g_adv = weighted_mean(generator_adversarial_loss(fake_logits), batch)
     loss = mse + self.config.adv_weight * g_adv + weighted_mean(aux_loss, batch)
     return loss, {"mse": mse, "g_adv": g_adv}
 
   def _disc_objective(self, disc_params, batch, fake):
-    real_logits = self.discriminator.apply({"params": disc_params}, batch["x"])
-    fake_logits = self.discriminator.apply({"params": disc_params}, fake)
+    real_logits = self._judge(disc_params, batch["x"])
+    fake_logits = self._judge(disc_params, fake)
     loss, accuracy = discriminator_losses(real_logits, fake_logits)
     return weighted_mean(loss, batch), weighted_mean(accuracy, batch)
 
