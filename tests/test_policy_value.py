@@ -1,8 +1,12 @@
 """task=policy_value on solved tic-tac-toe: minimax values of known positions, board symmetries that
-map boards and policy targets alike, a split that keeps symmetry classes whole, and short runs of the
-quality-weighted and the hard-example-mining presets."""
+map boards and policy targets alike, a split that keeps symmetry classes whole, short runs of the
+quality-weighted and the hard-example-mining presets; benchmarks/input_pipeline.py in its smallest mode."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +141,20 @@ def test_quality_preset_draws_decisive_positions_more_often(cache_dir):
   expected = np.mean(quality**2) / np.mean(quality)
   assert drawn_quality.mean() == pytest.approx(expected, rel=0.05)
   assert drawn_quality.mean() > quality.mean() * 1.1
+
+
+def test_input_pipeline_benchmark_smallest_mode(capsys):
+  # The benchmark is a script, not a package: loaded by path, in-memory data, no workers, no runs.
+  benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+  sys.path.insert(0, str(benchmarks))  # it imports machine_info from overhead.py
+  try:
+    spec = importlib.util.spec_from_file_location("benchmarks_input_pipeline", benchmarks / "input_pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  finally:
+    sys.path.remove(str(benchmarks))
+  result = module.main(["--datasets", "digits", "--workers", "0", "--batches", "3", "--warmup", "1",
+                        "--repeats", "1", "--default-runs", "0"])
+  assert [(row["dataset"], row["workers"]) for row in result["rows"]] == [("digits", 0)]
+  assert result["rows"][0]["median"] > 0
+  assert "| digits | 0 |" in capsys.readouterr().out
