@@ -18,17 +18,22 @@ import logging
 import multiprocessing
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from jaxtrain.errors import ConfigError
 from jaxtrain.track import rundir
+
+if TYPE_CHECKING:  # the heavy imports wait until a sweep really runs
+  import optuna
+
+  from jaxtrain.sweeps.study import SweepPlan
 
 log = logging.getLogger("jaxtrain")
 
 SWEEPS_SUBDIR = "sweeps"
 
 
-def plan_sweep(overrides: Sequence[str]):
+def plan_sweep(overrides: Sequence[str]) -> SweepPlan:
   """The checked SweepPlan for a command line; raises ConfigError."""
   import jaxtrain
   from jaxtrain.config.validate import validate
@@ -42,7 +47,7 @@ def plan_sweep(overrides: Sequence[str]):
   sweep = spec.config.sweep
   sweep = dataclasses.replace(sweep, params=sweep.params or sweep.default_params)
   check_sweep(sweep)
-  run_overrides = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(("sweep.", "sweep="))]
+  run_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").partition(".")[0] != "sweep"]
   # Every key of the space (and every choice) must be an override jaxtrain accepts: check before any trial.
   for point in space.check_points(sweep.params):
     jaxtrain.compose(space.merge_overrides(sweep.trial_overrides, run_overrides, space.as_overrides(point)))
@@ -52,7 +57,7 @@ def plan_sweep(overrides: Sequence[str]):
                    study_name=sweep.study_name or sweep_dir.name, overrides=tuple(run_overrides))
 
 
-def run_sweep(plan) -> "optuna.Study":  # noqa: F821
+def run_sweep(plan: SweepPlan) -> optuna.Study:
   """Runs (or continues) the study to sweep.n_trials finished trials; returns it."""
   from jaxtrain.sweeps import study as study_lib
 
@@ -67,8 +72,8 @@ def run_sweep(plan) -> "optuna.Study":  # noqa: F821
     if todo <= 0:
       break
     workers = min(plan.sweep.n_jobs, todo)
-    log.info("sweep: %d trial(s) to go on %d worker(s); study %s in %s", todo, workers, plan.study_name,
-             plan.storage_url)
+    log.info("sweep: %d trial(s) to go on %d worker(s); study %s in %s (continue it with sweep.dir=%s)", todo,
+             workers, plan.study_name, plan.storage_url, plan.sweep_dir)
     if workers == 1:
       study_lib.worker(plan)
     else:
@@ -76,7 +81,7 @@ def run_sweep(plan) -> "optuna.Study":  # noqa: F821
   return study_lib.load_study(plan)
 
 
-def _run_workers(plan, count: int) -> None:
+def _run_workers(plan: SweepPlan, count: int) -> None:
   """`count` spawned worker processes (fresh interpreters: JAX and fork do not mix)."""
   context = multiprocessing.get_context("spawn")
   processes = [context.Process(target=_worker_process, args=(plan, index), name=f"sweep-worker-{index}")
@@ -92,7 +97,7 @@ def _run_workers(plan, count: int) -> None:
     raise RuntimeError(f"sweep workers failed: {', '.join(failed)}; see their messages above")
 
 
-def _worker_process(plan, index: int) -> None:
+def _worker_process(plan: SweepPlan, index: int) -> None:
   """A spawned worker: bad input ends it with one line and exit 2, like the command."""
   from jaxtrain.sweeps.study import worker
 
@@ -103,7 +108,7 @@ def _worker_process(plan, index: int) -> None:
     sys.exit(ConfigError.exit_code)
 
 
-def report(study, plan) -> None:
+def report(study: optuna.Study, plan: SweepPlan) -> None:
   """The table, the best overrides line, trials.json and the figures."""
   from jaxtrain.sweeps import report as report_lib
 
@@ -123,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   argv = list(sys.argv[1:] if argv is None else argv)
   try:
     plan = plan_sweep(argv)
+    print(f"sweep directory: {plan.sweep_dir} (add sweep.dir={plan.sweep_dir} to continue it after a stop)",
+          flush=True)
     study = run_sweep(plan)
   except ConfigError as err:
     print(f"jaxtrain: error: {err}", file=sys.stderr)

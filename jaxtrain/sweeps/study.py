@@ -34,7 +34,6 @@ DIRECTIONS = ("minimize", "maximize")
 # Trials that use up the budget: finished ones and running ones. Queued (WAITING) trials are
 # not counted: they are simply the next ones to run (enqueued by hand, or retries of dead ones).
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 # The heartbeat, retry and figure APIs are marked experimental; that note is for Optuna's users, not ours.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"jaxtrain\.sweeps")
@@ -144,12 +143,8 @@ def budget_used(study: optuna.Study) -> int:
   return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
 
 
-def count_finished(study: optuna.Study) -> int:
-  return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
-
-
 def worker(plan: SweepPlan, index: int = 0) -> None:
-  """One worker: pulls trials from the shared storage until the study holds sweep.n_trials trials."""
+  """One worker: pulls trials from the shared storage until sweep.n_trials are finished or running."""
   quiet_optuna()
   study = load_study(plan)
   # Distinct sampler streams per worker and per restart, yet the same for the same sweep history.
