@@ -13,7 +13,8 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxtrain.config.schema import CheckpointConfig
-from jaxtrain.errors import ConfigError
+from jaxtrain.core.sharding import path_name
+from jaxtrain.errors import ConfigError, IncompatibleCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,33 @@ class Checkpointer:
     })
     try:
       restored = self.manager.restore(step, args=args)
+    except IncompatibleCheckpoint:
+      raise
     except Exception as err:  # orbax raises many types for unreadable checkpoints
+      mismatch = self.param_mismatch(step, abstract_state)
+      if mismatch:
+        raise IncompatibleCheckpoint(f"checkpoint {self.directory / str(step)} does not fit this config "
+                                     f"({mismatch}); resume with the config it was saved with, or start a new "
+                                     "run.dir") from err
       raise ConfigError(f"checkpoint {self.directory / str(step)} cannot be restored: "
                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     return restored[STATE], restored[META]
+
+  def param_mismatch(self, step: int, abstract_state: Any) -> str | None:
+    """The first param whose saved shape differs from this config's (or that only one
+    side has), from the checkpoint's metadata; None when they agree or it is unreadable."""
+    try:
+      saved = self.manager.item_metadata(step)[STATE].tree["params"]
+    except Exception:  # no readable metadata: damage, not a config change
+      return None
+    shapes = lambda tree: {path_name(path): tuple(leaf.shape)
+                           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    saved_shapes, wanted = shapes(saved), shapes(abstract_state.params)
+    for name in sorted(set(saved_shapes) | set(wanted)):
+      if saved_shapes.get(name) != wanted.get(name):
+        return (f"param {name}: saved {saved_shapes.get(name, 'absent')}, "
+                f"this config {wanted.get(name, 'absent')}")
+    return None
 
   def wait(self) -> None:
     """Blocks until pending async saves are on disk."""

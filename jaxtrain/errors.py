@@ -7,6 +7,11 @@ class ConfigError(ValueError):
   exit_code = 2
 
 
+class IncompatibleCheckpoint(ConfigError):
+  """A readable checkpoint that does not fit the current config (other param shapes,
+  another data pipeline): not damage, so it is never set aside or skipped."""
+
+
 class TrainingDiverged(RuntimeError):
   """Too many consecutive updates were skipped (non-finite or spiking loss)."""
 

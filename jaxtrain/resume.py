@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from jaxtrain.actions.base import Bookkeeping
 from jaxtrain.checkpoint import Checkpointer
-from jaxtrain.errors import ConfigError
+from jaxtrain.errors import ConfigError, IncompatibleCheckpoint
 
 log = logging.getLogger("jaxtrain")
 
@@ -36,6 +36,9 @@ def restore_newest_valid(reader: Checkpointer, abstract_state: Any, make_iterato
     iterator = make_iterator()
     try:
       state, meta = reader.restore(step, abstract_state, iterator)
+    except IncompatibleCheckpoint:
+      iterator.close()  # a config change, not damage: nothing is set aside
+      raise
     except ConfigError as err:
       iterator.close()
       damaged.append(step)

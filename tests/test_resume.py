@@ -5,6 +5,7 @@ run.resume=<old run dir> continues a new run from the old checkpoint's step.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import jaxtrain
+from jaxtrain.errors import ConfigError
 
 from _helpers import checkpoint_steps, cli_env, events_named, read_summary, run_cli, short_overrides
 
@@ -118,3 +120,15 @@ def test_resume_from_missing_path_is_a_config_error(tmp_path):
   with pytest.raises(ConfigError, match="no such run directory"):
     jaxtrain.run(jaxtrain.compose(short_overrides(tmp_path / "new", 10) + [f"run.resume={tmp_path / 'nope'}"]))
   assert not (tmp_path / "new").exists()
+
+
+def test_checkpoint_of_another_model_size_is_refused_and_kept(reference_run, tmp_path):
+  # A changed config is not damage: one line naming the param, no checkpoint set aside or skipped.
+  run_dir = tmp_path / "run"
+  shutil.copytree(reference_run.run_dir, run_dir)
+  before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+  overrides = [o for o in reference_run.overrides if not o.startswith("run.dir=")]
+  message = r"does not fit this config \(param decoder/mlp/hidden_0/kernel: saved \(16, 256\), this config \(8, 256\)\)"
+  with pytest.raises(ConfigError, match=message):
+    jaxtrain.run(jaxtrain.compose([*overrides, f"run.dir={run_dir}", "model.latent_dim=8"]))
+  assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before

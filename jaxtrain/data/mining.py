@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxtrain.core.step import WEIGHT_KEY, example_weights
 from jaxtrain.data.weighted import inverse_cdf_draw
-from jaxtrain.errors import ConfigError
+from jaxtrain.errors import ConfigError, IncompatibleCheckpoint
 
 INDEX_KEY = "index"  # int32 [B]: each row's example id over all datasets (dataset offset + row)
 LOSS_METRIC, INDEX_METRIC = "mining/loss", "mining/index"
@@ -240,7 +240,7 @@ class _MiningStateIterator(grain.DatasetIterator):
 
   def set_state(self, state: dict[str, Any]) -> None:
     if "mining" not in state:
-      raise ConfigError("the checkpoint's data iterator was saved without data.mining; resume it with "
+      raise IncompatibleCheckpoint("the checkpoint's data iterator was saved without data.mining; resume it with "
                         "data.mining.enabled=false, or start a new run.dir")
     # The table first: the restored pipeline at once reads batches that need its versions.
     self._table.set_state(state["mining"])
