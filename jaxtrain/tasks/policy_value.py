@@ -101,14 +101,13 @@ class PolicyValueTask(Task):
     return self.model.init(rng, board, jnp.ones((1, self.num_moves), jnp.float32))["params"], {}
 
   def outputs(self, params, batch) -> tuple[jax.Array, jax.Array]:
-    """(masked policy logits [B, moves], loss/draw/win probabilities [B, 3])."""
+    """(masked policy logits [B, moves], loss/draw/win logits [B, 3])."""
     cfg = self.config
-    logits, outcome_logits = self.model.apply({"params": params}, batch[cfg.board_key], batch[cfg.legal_key])
-    return logits, jax.nn.softmax(outcome_logits)
+    return self.model.apply({"params": params}, batch[cfg.board_key], batch[cfg.legal_key])
 
   def outcome_prediction(self, params, batch) -> tuple[jax.Array, jax.Array]:
     """(the top outcome's probability [B], 1.0 where the top outcome is the game's [B])."""
-    outcome = self.outputs(params, batch)[1]
+    outcome = jax.nn.softmax(self.outputs(params, batch)[1])
     hit = jnp.argmax(outcome, -1) == self._outcome_class(batch)
     return jnp.max(outcome, -1), hit.astype(jnp.float32)
 
@@ -118,10 +117,11 @@ class PolicyValueTask(Task):
   def loss(self, params, model_state, batch, rng, train):
     del rng, train
     cfg = self.config
-    logits, outcome = self.outputs(params, batch)
+    logits, outcome_logits = self.outputs(params, batch)
     policy_ce = optax.softmax_cross_entropy(logits, batch[cfg.policy_key])
     outcome_class = self._outcome_class(batch)
-    value_ce = -jnp.log(jnp.take_along_axis(outcome, outcome_class[:, None], -1)[:, 0] + 1e-12)
+    value_ce = optax.softmax_cross_entropy_with_integer_labels(outcome_logits, outcome_class)
+    outcome = jax.nn.softmax(outcome_logits)
     # One weighted mean of per-example terms: mining reads each example's loss from it.
     loss = weighted_mean(policy_ce + cfg.value_weight * value_ce, batch)
     optimal = jnp.take_along_axis(batch[cfg.policy_key], jnp.argmax(logits, -1)[:, None], -1)[:, 0] > 0
