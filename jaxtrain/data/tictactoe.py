@@ -10,7 +10,8 @@ move's point of view:
   value    float32            game value for the side to move: +1 win, 0 draw, -1 loss
   quality  float32            how decisive the position is: 0.1 + the share of legal moves that
                               lose value (positions where every move is fine teach the policy little)
-  plies    int32              plies to the end under optimal play (quickest win, slowest loss)
+  plies    int32              plies to the end under optimal play (quickest win, slowest loss; a
+                              draw fills the board)
   symmetry_class int32        the position's class under the 8 board symmetries
 
 `python -m jaxtrain.data.tictactoe OUT.npz` writes them; data=tictactoe reads a
