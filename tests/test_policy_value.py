@@ -16,6 +16,7 @@ from jaxtrain.config.schema import DataConfig
 from jaxtrain.data import pipeline, tictactoe
 from jaxtrain.data.augment import Augmenter
 from jaxtrain.data.sources import load_datasets
+from jaxtrain.errors import ConfigError
 from jaxtrain.tasks.policy_value import expected_calibration_error
 
 from _helpers import short_overrides
@@ -158,3 +159,12 @@ def test_input_pipeline_benchmark_smallest_mode(capsys):
   assert [(row["dataset"], row["workers"]) for row in result["rows"]] == [("digits", 0)]
   assert result["rows"][0]["median"] > 0
   assert "| digits | 0 |" in capsys.readouterr().out
+
+
+def test_unwritable_cache_is_a_one_line_config_error(tmp_path, monkeypatch):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  monkeypatch.setenv(tictactoe.CACHE_ENV, str(blocker / "cache"))
+  with pytest.raises(ConfigError, match=r"data=tictactoe: cannot write .*; set JAXTRAIN_CACHE_DIR") as err:
+    tictactoe.cached_npz()
+  assert "\n" not in str(err.value)
