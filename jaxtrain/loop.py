@@ -30,11 +30,11 @@ class FitResult:
   loop_seconds: float
   stopped_early: bool
   preempted: bool = False
-  input_wait_seconds: float = 0.0  # blocked in next(data_iterator)
+  input_wait_seconds: float = 0.0  # in next(data_iterator) with no dispatched step still running
 
   @property
   def input_wait_fraction(self) -> float | None:
-    """Share of the loop's wall time spent waiting for data (None when it ran no step)."""
+    """Share of the loop's wall time the devices waited for data (None when it ran no step)."""
     return self.input_wait_seconds / self.loop_seconds if self.steps_run and self.loop_seconds > 0 else None
 
   @property
@@ -71,7 +71,12 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
     while ctx.step < total_steps and not ctx.stop_requested:
       waiting_since = time.perf_counter()
       batch = next(data_iterator)
-      ctx.input_wait_secs += time.perf_counter() - waiting_since
+      # Time in next() is input wait only if the devices ran out of work
+      # meanwhile: while the last dispatched step still runs, reading the next
+      # batch (even inline) costs the devices nothing. Once it has finished,
+      # all of next() counts (an upper bound: it may have finished just now).
+      if not in_flight or _finished(in_flight[-1]):
+        ctx.input_wait_secs += time.perf_counter() - waiting_since
       # Batches arrive already on the devices; any implicit host<->device
       # transfer inside the step would be a hidden sync, so it is an error.
       with jax.transfer_guard("disallow"):
@@ -103,3 +108,8 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
   return FitResult(state=ctx.state, book=book, final_step=ctx.step, steps_run=ctx.step - start_step,
                    loop_seconds=loop_seconds, stopped_early=book.stop_reason is not None,
                    preempted=ctx.preempted, input_wait_seconds=ctx.input_wait_secs)
+
+
+def _finished(outputs: Any) -> bool:
+  """Whether a dispatched step's outputs are computed (without waiting for them)."""
+  return all(leaf.is_ready() for leaf in jax.tree.leaves(outputs) if hasattr(leaf, "is_ready"))

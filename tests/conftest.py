@@ -10,6 +10,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import tempfile  # noqa: E402
 
 os.environ["JAXTRAIN_DB_URL"] = f"sqlite:///{tempfile.mkdtemp(prefix='jaxtrain-test-db-')}/experiments.db"
+# Caches (JAX's compilation cache, generated datasets) in one place shared by every test
+# process and kept between runs, instead of the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = os.path.join(tempfile.gettempdir(), "jaxtrain-test-cache")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

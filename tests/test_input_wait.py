@@ -45,6 +45,31 @@ def test_fit_counts_only_the_time_blocked_in_next(monkeypatch):
   assert result.input_wait_fraction == pytest.approx(0.75)
 
 
+def test_reading_while_the_previous_step_still_runs_is_not_waiting(monkeypatch):
+  clock = _FakeClock()
+  monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+
+  class Pending:
+    """A step output the devices are still computing."""
+
+    def is_ready(self) -> bool:
+      return False
+
+  def batches():
+    while True:
+      clock.now += 3.0
+      yield np.float32(1.0)
+
+  def train_step(state, batch):
+    clock.now += 1.0
+    return state + batch, {"loss": Pending()}
+
+  result = loop.fit(np.float32(0.0), train_step, batches(), [], start_step=0, total_steps=5, steps_per_epoch=5,
+                    max_in_flight=0)
+  # Only the first read, before any step was dispatched, kept the devices idle.
+  assert result.input_wait_seconds == pytest.approx(3.0)
+
+
 @pytest.fixture(scope="module")
 def dataset_dir_run(tmp_path_factory):
   """10 steps of task=ae on a directory of two NPZ datasets."""
