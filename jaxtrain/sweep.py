@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from jaxtrain.errors import ConfigError
+from jaxtrain.preemption import Preempted
 from jaxtrain.track import rundir
 
 if TYPE_CHECKING:  # the heavy imports wait until a sweep really runs
@@ -92,6 +93,8 @@ def _run_workers(plan: SweepPlan, count: int) -> None:
     process.join()
   if any(p.exitcode == ConfigError.exit_code for p in processes):
     raise ConfigError("a sweep worker stopped on bad input (its message is above)")
+  if any(p.exitcode == Preempted.exit_code for p in processes):
+    raise Preempted("a signal to a worker", -1)
   failed = [f"{p.name} (exit {p.exitcode})" for p in processes if p.exitcode != 0]
   if failed:
     raise RuntimeError(f"sweep workers failed: {', '.join(failed)}; see their messages above")
@@ -106,6 +109,9 @@ def _worker_process(plan: SweepPlan, index: int) -> None:
   except ConfigError as err:
     print(f"jaxtrain: error: {err}", file=sys.stderr)
     sys.exit(ConfigError.exit_code)
+  except Preempted as err:
+    print(f"jaxtrain: stopped: {err}", file=sys.stderr)
+    sys.exit(Preempted.exit_code)
 
 
 def report(study: optuna.Study, plan: SweepPlan) -> None:
@@ -134,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   except ConfigError as err:
     print(f"jaxtrain: error: {err}", file=sys.stderr)
     sys.exit(ConfigError.exit_code)
+  except Preempted as err:
+    # The trial's run saved a checkpoint and is queued again: the same command continues it.
+    print(f"jaxtrain: stopped: {err}; the same command with sweep.dir={plan.sweep_dir} continues the sweep",
+          file=sys.stderr)
+    sys.exit(Preempted.exit_code)
   report(study, plan)
 
 

@@ -12,7 +12,7 @@ from _helpers import REPO, checkpoint_steps, cli_env, events_named, read_summary
 
 from jaxtrain.errors import ConfigError
 from jaxtrain.sweep import plan_sweep, report, run_sweep
-from jaxtrain.sweeps.study import load_study
+from jaxtrain.sweeps.study import load_study, retry_preempted, trial_dir
 
 # Tiny trials: a small MLP, 40 steps, an evaluation every 10 (what the pruner sees), a checkpoint every 10.
 TRIAL = ["trainer.steps=40", "trainer.epochs=null", "trainer.log_every=10", "trainer.eval_every=10",
@@ -86,3 +86,17 @@ def test_killed_sweep_resumes_its_trial_from_the_checkpoint(tmp_path):
   starts = events_named(tmp_path / "trial_0", "on_start")
   assert starts[0]["step"] == 0 and starts[-1]["step"] > 0 and starts[-1]["resumed_from"]
   assert read_summary(tmp_path / "trial_0")["final_step"] == 40
+
+
+def test_a_preempted_trial_is_queued_once_to_continue(tmp_path):
+  # SIGTERM: the run checkpoints, Optuna records the trial as failed, the worker queues its retry.
+  plan = plan_sweep([f"sweep.dir={tmp_path}"])
+  study = load_study(plan)
+  lr = optuna.distributions.FloatDistribution(1e-4, 3e-2, log=True)
+  study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.FAIL, params={"optim.lr": 1e-3},
+                                      distributions={"optim.lr": lr}, user_attrs={"preempted": True}))
+  retry_preempted(study)
+  retry_preempted(study)  # a second stop before the retry ran queues nothing more
+  [queued] = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+  assert queued.params == {"optim.lr": 1e-3} and queued.system_attrs["failed_trial"] == 0
+  assert trial_dir(plan, queued) == tmp_path / "trial_0"

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from jaxtrain.config.schema import SweepConfig
 from jaxtrain.errors import ConfigError, TrainingDiverged
+from jaxtrain.preemption import Preempted
 from jaxtrain.sweeps import space
 from jaxtrain.sweeps.pruning import ReportAndPrune
 
@@ -129,6 +130,9 @@ def objective(plan: SweepPlan, trial: optuna.Trial) -> float:
   except TrainingDiverged as err:
     # Hyperparameters that blow up training are a verdict on the trial, not a crash of the sweep.
     raise optuna.TrialPruned(f"diverged: {err}") from None
+  except Preempted:
+    trial.set_user_attr("preempted", True)  # checkpointed: worker() queues it to continue
+    raise
   if pruning.pruned_at is not None:
     raise optuna.TrialPruned(f"pruned at step {pruning.pruned_at}")
   final = result.summary["final_metrics"]
@@ -155,7 +159,25 @@ def worker(plan: SweepPlan, index: int = 0) -> None:
     return
   # n_trials caps this worker; the callback stops it once all workers together reach the budget.
   budget = optuna.study.MaxTrialsCallback(plan.sweep.n_trials, states=BUDGET_STATES)
-  study.optimize(lambda trial: objective(plan, trial), n_trials=todo, callbacks=[budget])
+  try:
+    study.optimize(lambda trial: objective(plan, trial), n_trials=todo, callbacks=[budget])
+  except Preempted:
+    retry_preempted(study)
+    raise
+
+
+def retry_preempted(study: optuna.Study) -> None:
+  """Queues a retry (same params, same run dir) of each preempted trial that has none yet.
+
+  Optuna records the trial as failed when its run stops on a signal; the run saved a
+  checkpoint first, so the retry continues from there, as for a dead worker.
+  """
+  trials = study.get_trials(deepcopy=False)
+  retried = {number for t in trials for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+  retry = RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
+  for trial in trials:
+    if trial.state == TrialState.FAIL and trial.user_attrs.get("preempted") and trial.number not in retried:
+      retry(study, trial)
 
 
 def fail_dead_trials(plan: SweepPlan) -> int:
