@@ -22,7 +22,8 @@ from typing import Sequence
 
 from jaxtrain.faults import FAULT_ENV, FAULT_KINDS
 
-IGNORED_COLUMNS = {"steps_per_sec", "epoch_time_s", "max_memory_mib"}  # wall-clock figures
+IGNORED_COLUMNS = {"steps_per_sec", "epoch_time_s", "max_memory_mib", "input_wait_frac", "tokens_per_sec",
+                   "mfu"}  # wall-clock figures
 
 
 def _train(run_dir: Path, overrides: Sequence[str], fault: str | None = None) -> subprocess.CompletedProcess:

@@ -48,7 +48,7 @@ def test_local_launcher_splits_the_cpu_into_devices(tmp_path):
       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   start = next(e for e in _events(run_dir) if e["event"] == "on_start")
-  assert start["devices"] == 4 and start["mesh"] == {"data": 2, "fsdp": 2}
+  assert start["devices"] == 4 and start["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
 
 
 def test_local_launcher_rejects_a_bad_device_count(tmp_path):
