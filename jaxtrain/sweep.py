@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # the heavy imports wait until a sweep really runs
 log = logging.getLogger("jaxtrain")
 
 SWEEPS_SUBDIR = "sweeps"
+# XLA:CPU flags for one compute thread per process.
+SINGLE_THREADED_CPU = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def plan_sweep(overrides: Sequence[str]) -> SweepPlan:
@@ -85,7 +88,12 @@ def run_sweep(plan: SweepPlan) -> optuna.Study:
 def _run_workers(plan: SweepPlan, count: int) -> None:
   """`count` spawned worker processes (fresh interpreters: JAX and fork do not mix)."""
   context = multiprocessing.get_context("spawn")
-  processes = [context.Process(target=_worker_process, args=(plan, index), name=f"sweep-worker-{index}")
+  # On CPUs the workers share the cores: each computes on one thread instead
+  # of every worker's XLA thread pool spanning all of them.
+  import jax  # the command's own process already imported it for the study
+
+  cpu_only = jax.default_backend() == "cpu"
+  processes = [context.Process(target=_worker_process, args=(plan, index, cpu_only), name=f"sweep-worker-{index}")
                for index in range(count)]
   for process in processes:
     process.start()
@@ -100,8 +108,10 @@ def _run_workers(plan: SweepPlan, count: int) -> None:
     raise RuntimeError(f"sweep workers failed: {', '.join(failed)}; see their messages above")
 
 
-def _worker_process(plan: SweepPlan, index: int) -> None:
+def _worker_process(plan: SweepPlan, index: int, single_threaded_cpu: bool = False) -> None:
   """A spawned worker: bad input ends it with one line and exit 2, like the command."""
+  if single_threaded_cpu:  # before this process's first computation, when XLA reads its flags
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SINGLE_THREADED_CPU}".strip()
   from jaxtrain.sweeps.study import worker
 
   try:
