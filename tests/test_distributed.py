@@ -15,7 +15,6 @@ The first three subprocesses run concurrently; the SIGKILL pair reuses the first
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
