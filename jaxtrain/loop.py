@@ -111,5 +111,7 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
 
 
 def _finished(outputs: Any) -> bool:
-  """Whether a dispatched step's outputs are computed (without waiting for them)."""
-  return all(leaf.is_ready() for leaf in jax.tree.leaves(outputs) if hasattr(leaf, "is_ready"))
+  """Whether a dispatched step's outputs are computed (without waiting for them).
+  One output tells for all: they come from the same executable."""
+  leaves = jax.tree.leaves(outputs)
+  return not leaves or not hasattr(leaves[0], "is_ready") or leaves[0].is_ready()
