@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import machine_info  # noqa: E402
+from overhead import append_result, machine_info  # noqa: E402
 
 
 def make_state(megabytes: float) -> Any:
@@ -134,9 +133,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"{row['async']['finish_median_s'] * 1e3:27.1f} |")
   print(f"load average at end: {result['loadavg_at_end']}")
   if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
-      f.write(json.dumps(result) + "\n")
+    append_result(args.out, result)
   return result
 
 

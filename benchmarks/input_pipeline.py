@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import machine_info  # noqa: E402
+from overhead import append_result, machine_info  # noqa: E402
 
 
 def write_synthetic_npz(directory: Path, megabytes: float) -> Path:
@@ -150,9 +149,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "rows": rows, "default_runs": waits}
   print(table(rows, waits, args.override))
   if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
-      f.write(json.dumps(result) + "\n")
+    append_result(args.out, result)
   return result
 
 

@@ -46,6 +46,13 @@ def cpu_model() -> str:
   return platform.processor() or "unknown"
 
 
+def append_result(path: Path, result: dict[str, Any]) -> None:
+  """Appends `result` as one JSON line to `path` (the raw data behind BENCHMARKS.md)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("a") as f:
+    f.write(json.dumps(result) + "\n")
+
+
 def machine_info() -> dict[str, Any]:
   import jax
 
@@ -248,9 +255,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"(ratios {', '.join(f'{x:.3f}' for x in ratios)}; ratio of medians {result['ratio_of_medians']:.3f})")
   print(f"load average at end: {result['loadavg_at_end']}")
   if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
-      f.write(json.dumps(result) + "\n")
+    append_result(args.out, result)
   return result
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import math
 import os
 import statistics
@@ -46,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import machine_info, run_jaxtrain  # noqa: E402
+from overhead import append_result, machine_info, run_jaxtrain  # noqa: E402
 
 
 class Workload:
@@ -288,9 +287,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"| {name:10s} | {medians[name]:14.1f} | {min(sps):6.1f} | {max(sps):6.1f} | {ratio:>26s} |")
   print(f"load average at end: {result['loadavg_at_end']}")
   if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
-      f.write(json.dumps(result) + "\n")
+    append_result(args.out, result)
   return result
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import machine_info  # noqa: E402
+from overhead import append_result, machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,9 +123,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(f"val/loss within rtol {args.rtol:g} of {counts[0]} device(s): {'yes' if ok else 'NO'}")
   print(f"load average at end: {result['loadavg_at_end']}")
   if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
-      f.write(json.dumps(result) + "\n")
+    append_result(args.out, result)
   return result
 
 

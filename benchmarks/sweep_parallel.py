@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
-import json
 import os
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import machine_info  # noqa: E402  (the same machine record as the other benchmarks)
+from overhead import append_result, machine_info  # noqa: E402  (the same machine record as the other benchmarks)
 
 LRS = (1e-3, 3e-3)
 WEIGHT_DECAYS = (1e-5, 1e-4)
@@ -83,8 +82,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(f"median wall time: n_jobs=1 {median[1]:.1f} s, n_jobs=2 {median[2]:.1f} s; "
         f"speed-up {result['speedup']:.2f}x ({result['trials']} trials of {args.steps} steps)")
   if args.out:
-    with args.out.open("a") as f:
-      f.write(json.dumps(result) + "\n")
+    append_result(args.out, result)
   return result
 
 
