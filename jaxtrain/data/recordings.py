@@ -32,7 +32,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 IMAGE_SIZE = 16
 NUM_ORIENTATIONS = 4
@@ -55,6 +54,8 @@ def gabor_bank(size: int = GABOR_SIZE, count: int = NUM_ORIENTATIONS) -> np.ndar
 
 def stimuli(rng: np.random.Generator, count: int, size: int = IMAGE_SIZE) -> np.ndarray:
   """Smoothed white noise, each image scaled to zero mean and unit std: [count, size, size]."""
+  from scipy import ndimage  # only when generating: importing SciPy would slow every run's start
+
   noise = ndimage.gaussian_filter(rng.standard_normal((count, size, size)), sigma=(0, 0.8, 0.8), mode="wrap")
   noise -= noise.mean(axis=(1, 2), keepdims=True)
   return noise / noise.std(axis=(1, 2), keepdims=True)
@@ -62,6 +63,8 @@ def stimuli(rng: np.random.Generator, count: int, size: int = IMAGE_SIZE) -> np.
 
 def latent_features(images: np.ndarray, filters: np.ndarray) -> np.ndarray:
   """The shared feature space: relu(image * filter) maps, [n, H, W, orientations]."""
+  from scipy import ndimage
+
   maps = [ndimage.correlate(images, f[None], mode="constant") for f in filters]
   return np.maximum(np.stack(maps, axis=-1), 0.0)
 

@@ -5,11 +5,13 @@ YAML of a dataset-config directory for data=dataset_dir)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 from typing import Any, Callable
 
 import numpy as np
 
 from jaxtrain.config.schema import DataConfig
+from jaxtrain.data import cache as data_cache
 from jaxtrain.data import digits_layouts, text, tictactoe
 from jaxtrain.data.formats import ArraySource, Source
 from jaxtrain.errors import ConfigError
@@ -42,10 +44,23 @@ def split_arrays(arrays: Arrays, val_fraction: float, seed: int) -> Splits:
 
 
 def _digits_arrays() -> Arrays:
-  from sklearn.datasets import load_digits  # heavy import, only when used
+  """scikit-learn's digits, kept as arrays in the data cache after the first load:
+  importing scikit-learn (and SciPy behind it) costs seconds at every start,
+  reading the cached copy milliseconds."""
+  version = importlib.metadata.version("scikit-learn")  # without importing it
+  cached = data_cache.data_cache_dir() / f"digits-sklearn-{version}.npz"
+  if cached.exists():
+    with np.load(cached) as npz:
+      return {"x": npz["x"], "label": npz["label"]}
+  from sklearn.datasets import load_digits  # heavy import, only when not cached
 
   data = load_digits()
-  return {"x": (data.data / 16.0).astype(np.float32), "label": data.target.astype(np.int32)}
+  arrays = {"x": (data.data / 16.0).astype(np.float32), "label": data.target.astype(np.int32)}
+  try:
+    data_cache.write_npz_atomically(cached, arrays)
+  except OSError:  # an unwritable cache only costs the next start its import
+    pass
+  return arrays
 
 
 def digits(cfg: DataConfig) -> Splits:

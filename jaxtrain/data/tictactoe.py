@@ -16,7 +16,7 @@ move's point of view:
 
 `python -m jaxtrain.data.tictactoe OUT.npz` writes them; data=tictactoe reads a
 cached copy (generated on first use under $JAXTRAIN_CACHE_DIR, else
-~/.cache/jaxtrain) and holds out whole symmetry classes, so that no rotation or
+$XDG_CACHE_HOME/jaxtrain or ~/.cache/jaxtrain) and holds out whole symmetry classes, so that no rotation or
 reflection of a validation position is trained on. The `tictactoe_symmetry`
 augmentation applies one of the 8 symmetries per row to the board and, alike,
 to its policy target and legal-move mask.
@@ -25,9 +25,7 @@ to its policy target and legal-move mask.
 from __future__ import annotations
 
 import functools
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -35,11 +33,11 @@ import numpy as np
 
 from jaxtrain.config.schema import DataConfig
 from jaxtrain.data.augment import dihedral_transform, register_augmentation
+from jaxtrain.data.cache import CACHE_ENV, data_cache_dir, write_npz_atomically
 from jaxtrain.errors import ConfigError
 
 Board = tuple[int, ...]  # 9 cells, row-major: 0 empty, 1 = X (moves first), 2 = O
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
-CACHE_ENV = "JAXTRAIN_CACHE_DIR"
 FILE_NAME = "tictactoe_v1.npz"
 
 
@@ -138,18 +136,14 @@ def solved_arrays() -> dict[str, np.ndarray]:
 def write_npz(path: str | Path) -> Path:
   """Writes the solved positions to `path` (uncompressed, so a reader can memory-map it)."""
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   # Written beside and renamed: concurrent first uses never read a half-written file.
-  with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-    np.savez(tmp, **solved_arrays())
-  os.replace(tmp.name, path)
+  write_npz_atomically(path, solved_arrays())
   return path
 
 
 def cached_npz() -> Path:
   """The solved positions' NPZ in the cache directory, written on first use."""
-  root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "jaxtrain")
-  path = Path(root) / FILE_NAME
+  path = data_cache_dir() / FILE_NAME
   if not path.exists():
     try:
       write_npz(path)
