@@ -25,6 +25,10 @@ _SECRET_WORDS = {"token", "secret", "password", "passwd", "pwd", "credential", "
 _SECRET_PAIRS = {("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"), ("auth", "key")}
 # Environment values shorter than this are too likely to occur by chance ("1", "true").
 _MIN_ENV_SECRET_LENGTH = 6
+# Shell variables whose names contain a secret word but hold no secret: the working
+# directory ("pwd") would otherwise be masked in every path below it (run.dir, say),
+# and a run's recorded overrides could no longer be replayed.
+_NOT_SECRET_ENV = {"PWD", "OLDPWD"}
 
 # Hydra escapes ':' in the overrides it records (http\://user\:pw@host), hence the optional backslashes.
 _URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*\\?://[^:/@\s\\]*)\\?:(?P<password>[^@/\s]+)@")
@@ -45,7 +49,8 @@ def is_secret_name(name: str) -> bool:
 def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
   """Values of the environment variables whose names look secret, longest first."""
   environ = os.environ if environ is None else environ
-  values = {v for k, v in environ.items() if is_secret_name(k) and len(v) >= _MIN_ENV_SECRET_LENGTH}
+  values = {v for k, v in environ.items()
+            if k not in _NOT_SECRET_ENV and is_secret_name(k) and len(v) >= _MIN_ENV_SECRET_LENGTH}
   return sorted(values, key=len, reverse=True)
 
 
