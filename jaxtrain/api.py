@@ -116,11 +116,16 @@ def _setup_logging() -> None:
   """Progress lines reach the console from Python too; Orbax's per-save INFO chatter does not."""
   for noisy in ("absl", "jax._src.xla_bridge"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
-  if not logging.getLogger().handlers and not log.handlers:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s] %(message)s"))
-    log.addHandler(handler)
+  # Importing Orbax makes absl call logging.basicConfig(), so the root logger usually has a
+  # handler at WARNING by now (scripts, Jupyter kernels): nobody's choice to drop INFO lines.
+  # A jaxtrain logger left as it was is opened to INFO; its lines go to the root's handlers,
+  # or to one of its own when there are none.
+  if not log.handlers and log.level == logging.NOTSET and not log.isEnabledFor(logging.INFO):
     log.setLevel(logging.INFO)
+    if not logging.getLogger().handlers:
+      handler = logging.StreamHandler()
+      handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s] %(message)s"))
+      log.addHandler(handler)
 
 
 def _overrides_of(config: DictConfig) -> list[str]:

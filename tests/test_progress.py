@@ -72,3 +72,34 @@ def test_plain_line_format(caplog):
     ctx.final = True
     action(ctx)  # the end is always reported
   assert [r.getMessage() for r in caplog.records] == ["step 20/200 (10%) epoch 2.00  loss 0.125  42.0 steps/s"]
+
+
+def test_python_face_shows_its_log_lines_once(tmp_path):
+  """Importing Orbax makes absl call logging.basicConfig(), leaving the root logger a handler at
+  WARNING; runs from Python (scripts, notebooks) still show jaxtrain's INFO lines, each once."""
+  import subprocess
+  import sys
+
+  script = ("import logging\n"
+            "import jaxtrain.api\n"
+            "logging.basicConfig()  # what absl does on Orbax's first log call, if nothing else did\n"
+            "jaxtrain.api._setup_logging()\n"
+            "logging.getLogger('jaxtrain.loop').info('step 7/9')\n")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr.count("step 7/9") == 1, proc.stderr[-3000:]
+
+
+def test_a_chosen_jaxtrain_log_level_is_kept():
+  import logging
+
+  from jaxtrain.api import _setup_logging
+
+  logger = logging.getLogger("jaxtrain")
+  level, handlers = logger.level, list(logger.handlers)
+  try:
+    logger.setLevel(logging.WARNING)
+    _setup_logging()
+    assert logger.level == logging.WARNING and logger.handlers == handlers
+  finally:
+    logger.setLevel(level)
