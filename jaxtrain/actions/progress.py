@@ -38,6 +38,9 @@ class ProgressBar(PeriodicAction):
     self.progress.update(self.task_id, completed=ctx.step, stats=_describe(self.live))
 
   def close(self) -> None:
+    # In a Jupyter kernel rich draws the bar in a widget and stop() does not redraw it,
+    # so without this refresh the notebook keeps the last timed redraw (say 175/200).
+    self.progress.refresh()
     self.progress.stop()
 
 
