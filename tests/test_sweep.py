@@ -100,3 +100,26 @@ def test_a_preempted_trial_is_queued_once_to_continue(tmp_path):
   [queued] = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
   assert queued.params == {"optim.lr": 1e-3} and queued.system_attrs["failed_trial"] == 0
   assert trial_dir(plan, queued) == tmp_path / "trial_0"
+
+
+def test_report_figures_leave_matplotlib_as_they_found_it(tmp_path):
+  """In a notebook the sweep's figures must not switch the kernel's inline backend to Agg (no later
+  figure would show) nor leave Optuna's ggplot style behind."""
+  import matplotlib
+
+  from jaxtrain.sweeps.report import write_figures
+
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+  study.optimize(lambda trial: trial.suggest_float("x", 0, 1) ** 2 + trial.suggest_float("y", 0, 1), n_trials=4)
+  before = matplotlib.get_backend()
+  inline = "module://matplotlib_inline.backend_inline"
+  matplotlib.use(inline)
+  style = {key: matplotlib.rcParams[key] for key in ("axes.facecolor", "axes.grid", "axes.edgecolor")}
+  try:
+    written = write_figures(study, tmp_path)
+    assert [p.name for p in written] == ["optimization_history.png", "param_importances.png"]
+    assert matplotlib.get_backend() == inline
+    assert {key: matplotlib.rcParams[key] for key in style} == style
+  finally:
+    matplotlib.use(before)

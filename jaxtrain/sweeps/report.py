@@ -53,7 +53,10 @@ def write_figures(study: optuna.Study, sweep_dir: Path) -> list[Path]:
   """optimization_history.png and param_importances.png (fANOVA; needs 2+ complete trials)."""
   import matplotlib
 
-  matplotlib.use("Agg")
+  # Files, never windows: Agg. A Jupyter kernel's inline backend opens no window either, and
+  # switching away from it would keep every later figure of the notebook from showing.
+  if "inline" not in (matplotlib.get_backend(auto_select=False) or ""):
+    matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from optuna.visualization import matplotlib as optuna_plots
 
@@ -61,17 +64,19 @@ def write_figures(study: optuna.Study, sweep_dir: Path) -> list[Path]:
              "param_importances": optuna_plots.plot_param_importances}
   written = []
   for name, plot in figures.items():
-    try:
-      with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-        axes = plot(study)
-    except (ValueError, RuntimeError) as err:  # too few complete trials, or no spread to explain
-      log.info("sweep: no %s figure (%s)", name, str(err).splitlines()[0] if str(err) else type(err).__name__)
-      continue
-    figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
-    path = sweep_dir / f"{name}.png"
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
+    # Optuna's plots switch matplotlib's global style to ggplot; the context puts it back.
+    with matplotlib.rc_context():
+      try:
+        with warnings.catch_warnings():
+          warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+          axes = plot(study)
+      except (ValueError, RuntimeError) as err:  # too few complete trials, or no spread to explain
+        log.info("sweep: no %s figure (%s)", name, str(err).splitlines()[0] if str(err) else type(err).__name__)
+        continue
+      figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
+      path = sweep_dir / f"{name}.png"
+      figure.savefig(path, dpi=100, bbox_inches="tight")
+      plt.close(figure)
     written.append(path)
   return written
 
