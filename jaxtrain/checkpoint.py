@@ -3,6 +3,7 @@ keep the last K and the best by a monitored metric, resume from the newest."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from jaxtrain.config.schema import CheckpointConfig
 from jaxtrain.core.sharding import path_name
 from jaxtrain.errors import ConfigError, IncompatibleCheckpoint
+from jaxtrain.snapshot import FrozenIteratorState, copy_on_device, use_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,13 @@ def _preservation(cfg: CheckpointConfig) -> Any:
 
 
 class Checkpointer:
-  """A CheckpointManager over `directory` with the run's retention policy."""
+  """A CheckpointManager over `directory` with the run's retention policy.
+
+  With async saves and `checkpoint.snapshot` on (jaxtrain/snapshot.py), a save
+  copies the state on its devices and hands the Orbax save to one checkpoint
+  thread; every later use of the manager first waits for that thread, so the
+  manager is never used from two threads at once.
+  """
 
   def __init__(self, directory: Path, cfg: CheckpointConfig, read_only: bool = False):
     options = ocp.CheckpointManagerOptions(
@@ -50,6 +58,11 @@ class Checkpointer:
     self.directory = Path(directory).absolute()
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=(STATE, DATA, META))
+    self._snapshot_mode = cfg.snapshot if cfg.async_save and not read_only else "none"
+    self._snapshots: bool | None = None  # decided at the first save, when the state is known
+    self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+    self._pending: concurrent.futures.Future | None = None
+    self._saved_steps: set[int] | None = None  # on disk or handed to the thread; read at the first save
 
   def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
            metrics: dict[str, float] | None = None) -> bool:
@@ -58,8 +71,16 @@ class Checkpointer:
     A step that is already on disk is left as it is (a finished run that is
     started again re-runs its final actions), and False is returned.
     """
+    if self._snapshots is None:
+      self._snapshots = use_snapshots(self._snapshot_mode, state)
+    if self._snapshots:
+      return self._save_snapshot(step, state, data_iterator, meta, metrics)
     if step in self.manager.all_steps():
       return False
+    return self._save_now(step, state, data_iterator, meta, metrics)
+
+  def _save_now(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
+                metrics: dict[str, float] | None) -> bool:
     args = ocp.args.Composite(**{
         STATE: ocp.args.StandardSave(state),
         DATA: grain.checkpoint.CheckpointSave(data_iterator),
@@ -67,15 +88,45 @@ class Checkpointer:
     })
     return self.manager.save(step, args=args, metrics=metrics, force=True)
 
+  def _save_snapshot(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
+                     metrics: dict[str, float] | None) -> bool:
+    """Copies the state on its devices and queues the Orbax save of the copy."""
+    # As with Orbax alone, the previous checkpoint is committed before a new one
+    # starts: a resume never goes back two checkpoints, and a loop that saves
+    # faster than the disk writes waits here instead of piling up copies.
+    self._finish_pending()
+    self.manager.wait_until_finished()
+    if self._saved_steps is None:
+      self._saved_steps = set(self.manager.all_steps())
+    if step in self._saved_steps:
+      return False
+    snapshot = copy_on_device(state)  # dispatched; the next step's donation waits for it
+    position = FrozenIteratorState(data_iterator)  # the iterator moves on with the next batch
+    if self._thread is None:
+      self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxtrain-checkpoint")
+    self._pending = self._thread.submit(self._save_now, step, snapshot, position, dict(meta),
+                                        dict(metrics) if metrics else None)
+    self._saved_steps.add(step)
+    return True
+
+  def _finish_pending(self) -> None:
+    """Waits for the queued save to be handed to Orbax; re-raises its error, if any."""
+    pending, self._pending = self._pending, None
+    if pending is not None:
+      pending.result()
+
   def latest_step(self) -> int | None:
+    self._finish_pending()
     return self.manager.latest_step()
 
   def all_steps(self) -> list[int]:
+    self._finish_pending()
     return list(self.manager.all_steps())
 
   def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict[str, Any]]:
     """Restores state onto the shardings in `abstract_state` (ShapeDtypeStructs),
     and the data iterator in place. Returns `(state, meta)`."""
+    self._finish_pending()
     args = ocp.args.Composite(**{
         STATE: ocp.args.StandardRestore(abstract_state),
         DATA: grain.checkpoint.CheckpointRestore(data_iterator),
@@ -113,10 +164,17 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until pending async saves are on disk."""
+    self._finish_pending()
     self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.close()
+    """Finishes pending saves (an error in one is raised here) and releases the manager."""
+    try:
+      self._finish_pending()
+    finally:
+      if self._thread is not None:
+        self._thread.shutdown(wait=True)
+      self.manager.close()
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:

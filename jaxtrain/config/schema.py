@@ -242,6 +242,12 @@ class CheckpointConfig:
   monitor: Optional[str] = "val/loss"
   mode: str = "min"
   async_save: bool = True
+  # How an async save keeps the loop going (jaxtrain/snapshot.py): device = copy
+  # the state on its devices and save from a checkpoint thread (the loop does not
+  # wait for the device-to-host copy; one extra state in device memory until it
+  # is on the host); none = Orbax's async save, which waits for that copy;
+  # auto = device in single-process runs whose devices have room for the copy.
+  snapshot: str = "auto"
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ from jaxtrain.core.optim import OPTIMIZERS, SCHEDULES
 from jaxtrain.core.precision import PRECISIONS, REMAT_POLICIES
 from jaxtrain.core.sharding import OPTIMIZER_LAYOUTS, compile_rules
 from jaxtrain.errors import ConfigError
+from jaxtrain.snapshot import SNAPSHOT_MODES
 
 MODES = ("min", "max")
 
@@ -151,6 +152,7 @@ def _check_values(c: Config) -> None:
   _positive("checkpoint.every", c.checkpoint.every)
   _positive("checkpoint.keep", c.checkpoint.keep)
   _choice("checkpoint.mode", c.checkpoint.mode, MODES)
+  _choice("checkpoint.snapshot", c.checkpoint.snapshot, SNAPSHOT_MODES)
   _choice("logging.progress", c.logging.progress, PROGRESS)
   if not c.run.resume:
     raise ConfigError("run.resume: must be auto, never, or a path to a run directory")
