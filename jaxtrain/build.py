@@ -124,18 +124,19 @@ def build(spec: RunSpec) -> Engine:
   if cfg.trainer.skip_nonfinite or cfg.trainer.spike_zscore is not None:
     step_fn = guarded(step_fn, skip_nonfinite=cfg.trainer.skip_nonfinite, spike_zscore=cfg.trainer.spike_zscore,
                       spike_window=cfg.trainer.spike_window)
-  metric_step = step_fn
   if train_stream.mining_table is not None:
     # The step also reports each example's loss, from the step's own loss function: XLA shares the forward pass.
     step_fn = mining.with_example_losses(step_fn, task.step_loss(train=True))
   train_step = ShapeCompiledStep(step_fn, name="train_step",
                                  in_shardings=(shardings, example_shardings), out_shardings=(shardings, replicated))
+  # The scalar metrics the step returns (mining's per-example arrays are not among them).
+  step_metrics = train_step.output_shapes(abstract_state, _abstract(example))[1]
+  metric_names = sorted(name for name in step_metrics if name not in mining.PER_EXAMPLE_METRICS)
   # A small val split stays on the devices: evaluations then cost only compute.
   val_bytes = len(val_source) * sum(math.prod(f.shape) * f.dtype.itemsize for f in val_source.features.values())
   eval_context = EvalContext(task, mesh, shardings, abstract_state, val_data, put_batch,
                              cache_on_device=val_bytes <= CACHE_VAL_BYTES)
   evaluators, eval_names = build_evaluators(cfg.eval.evaluators, eval_context)
-  metric_names = sorted(jax.eval_shape(metric_step, abstract_state, _abstract(example))[1])
   return Engine(mesh=mesh, task=task, state=state, state_shardings=shardings, train_step=train_step,
                 eval_step=eval_context.eval_step, train_data=train_data, val_data=val_data,
                 val_batches=eval_context.device_batches, put_batch=put_batch,

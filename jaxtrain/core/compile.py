@@ -32,6 +32,7 @@ class ShapeCompiledStep:
     self._jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
                            donate_argnums=(0,) if donate_state else ())
     self._compiled: dict[tuple, Any] = {}
+    self._traced: dict[tuple, Any] = {}  # traces made for output_shapes, used up by compile
     self._last_exe: Any = None
     self._last_quick_key: tuple | None = None
     self.compile_seconds = 0.0
@@ -40,13 +41,25 @@ class ShapeCompiledStep:
   def num_compilations(self) -> int:
     return len(self._compiled)
 
+  def output_shapes(self, state: Any, batch: Any) -> Any:
+    """The step's outputs (ShapeDtypeStructs) for `state` and `batch`, concrete or abstract.
+
+    Tracing is a good part of start-up, so the trace is kept and the compile for
+    the same batch shape lowers it instead of tracing the step again.
+    """
+    key = shape_signature(batch)
+    if key not in self._traced:
+      self._traced[key] = self._jitted.trace(state, batch)
+    return self._traced[key].out_info
+
   def compile(self, state: Any, batch: Any) -> Any:
     """Compiles for `batch`'s shape (no-op if already compiled) and returns the executable."""
     key = shape_signature(batch)
     exe = self._compiled.get(key)
     if exe is None:
       start = time.perf_counter()
-      exe = self._jitted.lower(state, batch).compile()
+      traced = self._traced.pop(key, None) or self._jitted.trace(state, batch)
+      exe = traced.lower().compile()
       self.compile_seconds += time.perf_counter() - start
       self._compiled[key] = exe
       if len(self._compiled) > 1:

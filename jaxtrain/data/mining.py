@@ -34,6 +34,8 @@ from jaxtrain.errors import ConfigError, IncompatibleCheckpoint
 
 INDEX_KEY = "index"  # int32 [B]: each row's example id over all datasets (dataset offset + row)
 LOSS_METRIC, INDEX_METRIC = "mining/loss", "mining/index"
+# Per-example arrays the train step returns beside its scalar metrics.
+PER_EXAMPLE_METRICS = (LOSS_METRIC, INDEX_METRIC)
 
 
 def example_losses(loss_fn: Callable, state: Any, batch: Any) -> jax.Array:
