@@ -34,25 +34,42 @@ def test_checkpoint_prints_blocking_table(tmp_path, capsys):
   out = tmp_path / "checkpoint.jsonl"
   result = load("checkpoint").main(["--sizes-mb", "0.5", "--saves", "1", "--out", str(out)])
   table = capsys.readouterr().out
-  assert "| state (MB) | sync blocks (ms) | async blocks (ms) |" in table
+  assert "| state (MB) | sync pause (ms) | Orbax async pause (ms) | snapshot pause (ms) |" in table
   row = result["rows"][0]
-  assert 0.4 < row["size_mb"] < 0.6 and row["sync"]["blocking_s"] and row["async"]["finish_s"]
+  assert 0.4 < row["size_mb"] < 0.6
+  for mode in ("sync", "orbax_async", "snapshot"):
+    assert len(row[mode]["pause_s"]) == 1 and row[mode]["finish_median_s"] > 0
+  assert row["snapshot_over_sync"] == round(row["snapshot"]["pause_median_s"] / row["sync"]["pause_median_s"], 4)
   assert out.read_text().count("\n") == 1
 
 
 def test_startup_table_and_speedup(monkeypatch, capsys):
   # The real runs are fresh processes (~5 s of CPU each); here they are stand-ins, so
-  # what is checked is the pairing of cold and warm runs and the table.
+  # what is checked is which runs share a user cache, and the ratios and table.
   startup = load("startup")
-  fake = {"cold": {"ready_s": 6.0, "compile_s": 1.5, "process_s": 7.0},
-          "warm": {"ready_s": 3.0, "compile_s": 0.3, "process_s": 4.0}}
-  monkeypatch.setattr(startup, "timed_run", lambda run_dir, cache_dir, steps, overrides: fake[run_dir.name[-4:]])
+  fake = {"first": {"ready_s": 8.0, "compile_s": 1.5, "process_s": 9.0},
+          "second": {"ready_s": 3.0, "compile_s": 0.3, "process_s": 4.0},
+          "compile_cold": {"ready_s": 4.5, "compile_s": 1.5, "process_s": 5.5}}
+  caches = {}
+
+  def fake_run(run_dir, user_cache, steps, overrides):
+    kind = run_dir.name.split("_", 2)[2]
+    caches.setdefault(user_cache, []).append((kind, [o for o in overrides if "compilation_cache_dir" in o]))
+    return fake[kind]
+
+  monkeypatch.setattr(startup, "timed_run", fake_run)
   monkeypatch.setattr(startup, "import_seconds", lambda: 2.0)
   result = startup.main(["--repeats", "2"])
   table = capsys.readouterr().out
-  assert "| cold (empty cache)   |               6.00 |        1.50 |" in table
-  assert "| warm (cache filled)" in table
-  assert result["ready_speedup_median"] == 2.0 and result["compile_speedup_median"] == 5.0
+  assert "| first (every cache empty)    |               8.00 |        1.50 |" in table
+  assert "| compilation cache empty" in table
+  assert result["first_over_second_ready"] == round(8.0 / 3.0, 3)
+  assert result["compile_cold_over_second_ready"] == 1.5 and result["compile_cold_over_second_compile"] == 5.0
+  # One new user cache per repeat, shared by its three runs; only compile_cold gets its own compilation cache.
+  assert len(caches) == 2
+  for runs in caches.values():
+    assert [kind for kind, _ in runs] == ["first", "second", "compile_cold"]
+    assert [bool(extra) for _, extra in runs] == [False, False, True]
 
 
 def test_scaling_table_flags_a_different_loss(monkeypatch, capsys):
