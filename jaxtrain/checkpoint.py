@@ -16,7 +16,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from jaxtrain.config.schema import CheckpointConfig
 from jaxtrain.core.sharding import path_name
 from jaxtrain.errors import ConfigError, IncompatibleCheckpoint
-from jaxtrain.snapshot import FrozenIteratorState, copy_on_device, use_snapshots
+from jaxtrain.snapshot import FrozenIteratorState, Snapshots, use_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Checkpointer:
                                          item_names=(STATE, DATA, META))
     self._snapshot_mode = cfg.snapshot if cfg.async_save and not read_only else "none"
     self._snapshots: bool | None = None  # decided at the first save, when the state is known
+    self._snapshot_buffers = Snapshots()
     self._thread: concurrent.futures.ThreadPoolExecutor | None = None
     self._pending: concurrent.futures.Future | None = None
     self._saved_steps: set[int] | None = None  # on disk or handed to the thread; read at the first save
@@ -100,7 +101,8 @@ class Checkpointer:
       self._saved_steps = set(self.manager.all_steps())
     if step in self._saved_steps:
       return False
-    snapshot = copy_on_device(state)  # dispatched; the next step's donation waits for it
+    # The previous snapshot's save has finished, so its buffers may be reused.
+    snapshot = self._snapshot_buffers.take(state)
     position = FrozenIteratorState(data_iterator)  # the iterator moves on with the next batch
     if self._thread is None:
       self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxtrain-checkpoint")

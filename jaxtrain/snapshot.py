@@ -10,12 +10,19 @@ copy, which nothing donates. The price is one extra copy of the state on the
 devices until the save has moved it to host memory; `snapshot_fits` decides
 whether there is room for it.
 
+On CPU devices the device memory is the host's, and a copy into newly allocated
+memory costs about four times the copy itself (every page is faulted in:
+~255 ms against ~67 ms for 1 GB on a 2-core VM), so there `Snapshots` keeps the
+copy's buffers between saves and copies into them (donated) the next time.
+Accelerators' allocators reuse freed device memory, so there nothing is kept.
+
 The data iterator's position is read at once (it moves with the next batch)
 and handed to the thread as a frozen `FrozenIteratorState`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -39,6 +46,41 @@ def copy_on_device(tree: Any) -> Any:
   hand back the input buffers, which the next train step donates).
   """
   return jax.tree.map(jnp.copy, tree)
+
+
+@functools.partial(jax.jit, donate_argnums=0, keep_unused=True)
+def copy_into(buffers: Any, tree: Any) -> Any:
+  """`copy_on_device(tree)` written into `buffers` (donated; same structure, shapes and shardings).
+
+  `keep_unused` keeps the otherwise unread `buffers` as an argument, so that XLA
+  can alias them to the outputs.
+  """
+  return jax.tree.map(jnp.copy, tree)
+
+
+def _layout(tree: Any) -> Any:
+  return jax.tree.structure(tree), [(x.shape, x.dtype, x.sharding) for x in jax.tree.leaves(tree)]
+
+
+class Snapshots:
+  """Takes snapshots of a state, reusing the previous snapshot's buffers on CPU devices.
+
+  The caller guarantees that the previous snapshot is no longer read (its save
+  has finished) before taking the next one.
+  """
+
+  def __init__(self):
+    self._buffers: Any = None
+
+  def take(self, tree: Any) -> Any:
+    """A copy of `tree` in buffers that no train step donates."""
+    if self._buffers is not None and _layout(self._buffers) == _layout(tree):
+      snapshot = copy_into(self._buffers, tree)
+    else:
+      snapshot = copy_on_device(tree)
+    on_host = all(device.platform == "cpu" for device in state_bytes_per_device(tree))
+    self._buffers = snapshot if on_host else None
+    return snapshot
 
 
 class FrozenIteratorState:
