@@ -1,6 +1,6 @@
 """How long a checkpoint save pauses the training loop: synchronous, Orbax async, snapshot.
 
-For each size, a TrainState-like pytree of float32 arrays (params, and AdamW's mu and
+For each size, a TrainState-like pytree of random float32 arrays (params, and AdamW's mu and
 nu of the same shapes, plus a step counter; 1/3 of the bytes each), replicated over a
 data-parallel mesh of all devices, is saved `--saves` times through jaxtrain's own
 `Checkpointer` (jaxtrain/checkpoint.py: state + a Grain iterator + JSON meta in one
@@ -53,8 +53,11 @@ def make_state(megabytes: float) -> Any:
   shapes = {f"layer_{i}": {"kernel": (rows, width), "bias": (width,)} for i in range(4)}
 
   def tree(seed: int) -> Any:
-    make = jax.jit(lambda: jax.tree.map(lambda s: jnp.full(s, seed, jnp.float32), shapes,
-                                        is_leaf=lambda s: isinstance(s, tuple)),
+    # Random values, as trained params and moments are: a constant array compresses to almost
+    # nothing in Orbax's storage (100 MB of one value wrote 124 KB), which made saves look cheap.
+    leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    make = jax.jit(lambda: treedef.unflatten([jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, leaves)]),
                    out_shardings=replicated)
     return make()
 
