@@ -1,6 +1,6 @@
-"""jaxtrain against plain PyTorch and PyTorch Lightning on the ae-digits workload (CPU).
+"""jaxtrain against the bare jax.jit loop, plain PyTorch and PyTorch Lightning on ae-digits (CPU).
 
-All three train the default ae task's model on the same batches, in one process,
+All four train the default ae task's model on the same batches, in one process,
 interleaved `--repeats` times:
 
 - model: MLP autoencoder 64-256-256-16-256-256-64, GELU (tanh approximation, as
@@ -11,6 +11,8 @@ interleaved `--repeats` times:
 - jaxtrain: `jaxtrain.run(jaxtrain.compose([...]))` with its default actions on
   (train metrics every 50 steps, evaluation every 250, async checkpoint every 500);
   steps/s is the summary's `train_steps_per_sec` (compilation excluded).
+- bare: benchmarks/overhead.py's hand-written `jax.jit` loop of the same model, optax
+  calls and batches, no evaluation or checkpoints: the limit jaxtrain is held to.
 - pytorch: a hand-written loop (`zero_grad`, forward, `backward`, `step`,
   scheduler step); each batch is a numpy gather + `torch.from_numpy`.
 - lightning: a `LightningModule` run by `lightning.Trainer(max_steps=N)` on one CPU
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import append_result, machine_info, run_jaxtrain  # noqa: E402
+from overhead import BareLoop, append_result, machine_info, run_jaxtrain  # noqa: E402
 
 
 class Workload:
@@ -216,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
   machine = machine_info()
-  names = ["jaxtrain"]
+  names = ["jaxtrain", "bare"]
   for peer, module in (("pytorch", "torch"), ("lightning", "lightning")):
     if peer not in args.peers.split(","):
       continue
@@ -241,11 +243,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{args.threads} compute thread(s) each")
 
   work = Workload(args.steps)
+  bare = BareLoop(args.steps, [])
   runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
   with tempfile.TemporaryDirectory(prefix="jaxtrain_peers_") as tmp:
     def one(name: str, index: int) -> dict[str, Any]:
       if name == "jaxtrain":
         return run_jaxtrain(args.steps, [], Path(tmp), index)
+      if name == "bare":
+        return bare.run()
       if name == "pytorch":
         return run_pytorch(work, args.warmup_steps)
       return run_lightning(work, args.warmup_steps, Path(tmp) / f"lightning_{index}")

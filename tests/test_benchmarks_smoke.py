@@ -96,3 +96,15 @@ def test_peers_prints_ratio_table(capsys, monkeypatch):
                                   "--peers", "pytorch"])
   table = capsys.readouterr().out
   assert "| pytorch    |" in table and "jaxtrain/pytorch" in result["ratio_median"]
+  assert "jaxtrain/bare" in result["ratio_median"]
+
+
+def test_peers_compares_with_the_bare_jit_loop_in_the_same_run(capsys, monkeypatch):
+  # No torch needed: the bare jax.jit loop is always one of the runs.
+  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+  result = load("peers").main(["--steps", "12", "--repeats", "1", "--warmup-runs", "0", "--peers", ""])
+  table = capsys.readouterr().out
+  assert "| bare       |" in table
+  assert set(result["ratio_median"]) == {"jaxtrain/bare"}
+  run = result["runs"]["bare"][0]
+  assert run["steps_per_sec"] > 0 and run["final_train_loss"] > 0
