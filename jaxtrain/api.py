@@ -108,6 +108,7 @@ def run(config: DictConfig, run_dir: str | Path | None = None,
     tracking.end("failed")
     raise
   finally:
+    events.close()
     if scratch is not None:
       scratch.cleanup()
 

@@ -7,10 +7,12 @@ in one line and renamed aside, never deleted, and the previous one is used.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gc
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from jaxtrain.actions.base import Bookkeeping
 from jaxtrain.checkpoint import Checkpointer
@@ -35,7 +37,8 @@ def restore_newest_valid(reader: Checkpointer, abstract_state: Any, make_iterato
   for step in steps:
     iterator = make_iterator()
     try:
-      state, meta = reader.restore(step, abstract_state, iterator)
+      with _quiet_sibling_read_errors():
+        state, meta = reader.restore(step, abstract_state, iterator)
     except IncompatibleCheckpoint:
       iterator.close()  # a config change, not damage: nothing is set aside
       raise
@@ -53,6 +56,24 @@ def restore_newest_valid(reader: Checkpointer, abstract_state: Any, make_iterato
     raise ConfigError(f"{reader.directory}: every checkpoint is damaged (steps {sorted(damaged)}); "
                       "they were kept; start a new run.dir or repair them")
   return None
+
+
+@contextlib.contextmanager
+def _quiet_sibling_read_errors() -> Iterator[None]:
+  """Orbax reads a checkpoint's arrays in concurrent asyncio tasks. When a damaged file
+  fails one of them, the siblings that fail as well are logged by asyncio ("Task
+  exception was never retrieved", with a traceback) once they are collected; the first
+  failure is already reported in one line, so those logs are dropped."""
+  logger = logging.getLogger("asyncio")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  except Exception:
+    gc.collect()  # the failed tasks are collected (and would log) now, not later
+    raise
+  finally:
+    logger.setLevel(level)
 
 
 def _set_aside(path: Path) -> None:
