@@ -12,7 +12,9 @@ interleaved `--repeats` times:
   (train metrics every 50 steps, evaluation every 250, async checkpoint every 500);
   steps/s is the summary's `train_steps_per_sec` (compilation excluded).
 - bare: benchmarks/overhead.py's hand-written `jax.jit` loop of the same model, optax
-  calls and batches, no evaluation or checkpoints: the limit jaxtrain is held to.
+  calls and batches, doing the same work as jaxtrain's default actions by hand (a loss
+  read every 50 steps, evaluation every 250, an async Orbax checkpoint every 500): the
+  limit jaxtrain is held to.
 - pytorch: a hand-written loop (`zero_grad`, forward, `backward`, `step`,
   scheduler step); each batch is a numpy gather + `torch.from_numpy`.
 - lightning: a `LightningModule` run by `lightning.Trainer(max_steps=N)` on one CPU
@@ -250,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       if name == "jaxtrain":
         return run_jaxtrain(args.steps, [], Path(tmp), index)
       if name == "bare":
-        return bare.run()
+        return bare.run(checkpoint_dir=Path(tmp) / f"bare_checkpoints_{index}")
       if name == "pytorch":
         return run_pytorch(work, args.warmup_steps)
       return run_lightning(work, args.warmup_steps, Path(tmp) / f"lightning_{index}")
