@@ -176,6 +176,7 @@ class Checkpointer:
     finally:
       if self._thread is not None:
         self._thread.shutdown(wait=True)
+      self._snapshot_buffers.release()
       self.manager.close()
 
 

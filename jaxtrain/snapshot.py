@@ -22,7 +22,6 @@ and handed to the thread as a frozen `FrozenIteratorState`.
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
@@ -38,23 +37,9 @@ SNAPSHOT_MODES = ("auto", "device", "none")
 _AUTO_SHARE_OF_FREE = 0.5
 
 
-@jax.jit
-def copy_on_device(tree: Any) -> Any:
-  """A copy of every array of `tree` in new buffers with the same shardings.
-
-  Not donated, and `jnp.copy` is a real copy inside jit (a plain identity would
-  hand back the input buffers, which the next train step donates).
-  """
-  return jax.tree.map(jnp.copy, tree)
-
-
-@functools.partial(jax.jit, donate_argnums=0, keep_unused=True)
-def copy_into(buffers: Any, tree: Any) -> Any:
-  """`copy_on_device(tree)` written into `buffers` (donated; same structure, shapes and shardings).
-
-  `keep_unused` keeps the otherwise unread `buffers` as an argument, so that XLA
-  can alias them to the outputs.
-  """
+def _copy(tree: Any) -> Any:
+  # `jnp.copy` is a real copy inside jit: a plain identity would hand back the
+  # input buffers, which the next train step donates.
   return jax.tree.map(jnp.copy, tree)
 
 
@@ -63,24 +48,38 @@ def _layout(tree: Any) -> Any:
 
 
 class Snapshots:
-  """Takes snapshots of a state, reusing the previous snapshot's buffers on CPU devices.
+  """Takes snapshots of a state: copies in new buffers with the same shardings.
 
-  The caller guarantees that the previous snapshot is no longer read (its save
-  has finished) before taking the next one.
+  On CPU devices the previous snapshot's buffers are reused (donated to the
+  copy). The caller guarantees that the previous snapshot is no longer read
+  (its save has finished) before taking the next one.
   """
 
   def __init__(self):
     self._buffers: Any = None
+    self._layout: Any = None
+    self._copy: Any = None
+    self._copy_into: Any = None
 
   def take(self, tree: Any) -> Any:
     """A copy of `tree` in buffers that no train step donates."""
-    if self._buffers is not None and _layout(self._buffers) == _layout(tree):
-      snapshot = copy_into(self._buffers, tree)
-    else:
-      snapshot = copy_on_device(tree)
+    layout = _layout(tree)
+    if layout != self._layout:  # the first snapshot (or a state of another shape)
+      shardings = jax.tree.map(lambda x: x.sharding, tree)
+      self._copy = jax.jit(_copy, out_shardings=shardings)
+      # `keep_unused` keeps the otherwise unread buffers as an argument, so that
+      # XLA can write the copy into them.
+      self._copy_into = jax.jit(lambda buffers, tree: _copy(tree), out_shardings=shardings, donate_argnums=0,
+                                keep_unused=True)
+      self._layout, self._buffers = layout, None
+    snapshot = self._copy(tree) if self._buffers is None else self._copy_into(self._buffers, tree)
     on_host = all(device.platform == "cpu" for device in state_bytes_per_device(tree))
     self._buffers = snapshot if on_host else None
     return snapshot
+
+  def release(self) -> None:
+    """Drops the kept buffers (their memory returns once no save reads them)."""
+    self._buffers = None
 
 
 class FrozenIteratorState:
