@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import gc
 import logging
+import os
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -21,6 +24,8 @@ from jaxtrain.errors import ConfigError, IncompatibleCheckpoint
 log = logging.getLogger("jaxtrain")
 
 DAMAGED_SUFFIX = ".damaged"
+# How long the reads a failed restore abandoned get to finish (and print) before stderr is back.
+_STRAY_READS_SECS = 0.5
 
 
 def restore_newest_valid(reader: Checkpointer, abstract_state: Any, make_iterator: Callable[[], Any],
@@ -60,20 +65,67 @@ def restore_newest_valid(reader: Checkpointer, abstract_state: Any, make_iterato
 
 @contextlib.contextmanager
 def _quiet_sibling_read_errors() -> Iterator[None]:
-  """Orbax reads a checkpoint's arrays in concurrent asyncio tasks. When a damaged file
-  fails one of them, the siblings that fail as well are logged by asyncio ("Task
-  exception was never retrieved", with a traceback) once they are collected; the first
-  failure is already reported in one line, so those logs are dropped."""
+  """Drops what a failed restore's abandoned reads print; the failure itself is reported in one line.
+
+  Orbax reads a checkpoint's arrays in concurrent asyncio coroutines over TensorStore.
+  When a damaged file fails one of them, the restore stops and closes its event loop
+  while sibling reads are still in flight: their completion callbacks then print
+  "RuntimeError: Event loop is closed" tracebacks from TensorStore's threads straight
+  to the process's stderr, asyncio may log "Task exception was never retrieved", and
+  the abandoned coroutines print "Exception ignored in: <coroutine ...>" when they are
+  finalized, usually at exit. So during a restore, file descriptor 2 goes to a pipe:
+  replayed unchanged if the restore succeeds, dropped (after the stray reads have had
+  a moment to finish) if it fails.
+  """
   logger = logging.getLogger("asyncio")
   level = logger.level
   logger.setLevel(logging.CRITICAL)
+  sys.stderr.flush()
+  saved_stderr = os.dup(2)
+  read_end, write_end = os.pipe()
+  os.dup2(write_end, 2)
+  os.close(write_end)
+  captured: list[bytes] = []
+  reader = threading.Thread(target=_read_until_closed, args=(read_end, captured), daemon=True)
+  reader.start()
+  failed = False
   try:
     yield
   except Exception:
-    gc.collect()  # the failed tasks are collected (and would log) now, not later
+    failed = True
+    _drop_abandoned_orbax_reads()
+    time.sleep(_STRAY_READS_SECS)
     raise
   finally:
+    sys.stderr.flush()
+    os.dup2(saved_stderr, 2)  # the pipe's last writer goes: the reader sees its end
+    os.close(saved_stderr)
+    reader.join(timeout=5)
+    os.close(read_end)
     logger.setLevel(level)
+    if not failed and captured:
+      os.write(2, b"".join(captured))
+
+
+def _read_until_closed(fd: int, chunks: list[bytes]) -> None:
+  while chunk := os.read(fd, 65536):
+    chunks.append(chunk)
+
+
+def _drop_abandoned_orbax_reads() -> None:
+  """Installs (once) an unraisable-exception hook that drops Orbax's abandoned coroutines."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_abandoned_orbax_reads", False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+      return
+    previous(unraisable)
+
+  hook.drops_abandoned_orbax_reads = True
+  sys.unraisablehook = hook
 
 
 def _set_aside(path: Path) -> None:

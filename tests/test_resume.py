@@ -132,3 +132,20 @@ def test_checkpoint_of_another_model_size_is_refused_and_kept(reference_run, tmp
   with pytest.raises(ConfigError, match=message):
     jaxtrain.run(jaxtrain.compose([*overrides, f"run.dir={run_dir}", "model.latent_dim=8"]))
   assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+
+
+def test_stderr_of_a_restore_is_kept_when_it_succeeds_and_dropped_when_it_fails(capfd):
+  import os
+
+  import pytest
+
+  from jaxtrain import resume
+
+  with resume._quiet_sibling_read_errors():
+    os.write(2, b"kept: a warning from a good restore\n")
+  with pytest.raises(ValueError):
+    with resume._quiet_sibling_read_errors():
+      os.write(2, b"Traceback (most recent call last): from an abandoned read\n")
+      raise ValueError("damaged")
+  err = capfd.readouterr().err
+  assert "kept: a warning from a good restore" in err and "Traceback" not in err
