@@ -63,7 +63,6 @@ class Checkpointer:
     self._snapshot_buffers = Snapshots()
     self._thread: concurrent.futures.ThreadPoolExecutor | None = None
     self._pending: concurrent.futures.Future | None = None
-    self._saved_steps: set[int] | None = None  # on disk or handed to the thread; read at the first save
 
   def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
            metrics: dict[str, float] | None = None) -> bool:
@@ -74,10 +73,11 @@ class Checkpointer:
     """
     if self._snapshots is None:
       self._snapshots = use_snapshots(self._snapshot_mode, state)
-    if self._snapshots:
-      return self._save_snapshot(step, state, data_iterator, meta, metrics)
+    self._finish_pending()  # a save handed to the thread has its step in the manager's list from here on
     if step in self.manager.all_steps():
       return False
+    if self._snapshots:
+      return self._save_snapshot(step, state, data_iterator, meta, metrics)
     return self._save_now(step, state, data_iterator, meta, metrics)
 
   def _save_now(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
@@ -95,12 +95,7 @@ class Checkpointer:
     # As with Orbax alone, the previous checkpoint is committed before a new one
     # starts: a resume never goes back two checkpoints, and a loop that saves
     # faster than the disk writes waits here instead of piling up copies.
-    self._finish_pending()
     self.manager.wait_until_finished()
-    if self._saved_steps is None:
-      self._saved_steps = set(self.manager.all_steps())
-    if step in self._saved_steps:
-      return False
     # The previous snapshot's save has finished, so its buffers may be reused.
     snapshot = self._snapshot_buffers.take(state)
     position = FrozenIteratorState(data_iterator)  # the iterator moves on with the next batch
@@ -108,7 +103,6 @@ class Checkpointer:
       self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxtrain-checkpoint")
     self._pending = self._thread.submit(self._save_now, step, snapshot, position, dict(meta),
                                         dict(metrics) if metrics else None)
-    self._saved_steps.add(step)
     return True
 
   def _finish_pending(self) -> None:

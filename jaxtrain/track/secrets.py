@@ -11,7 +11,6 @@ start-up is still caught.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from pathlib import Path
@@ -50,15 +49,9 @@ def is_secret_name(name: str) -> bool:
 def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
   """Values of the environment variables whose names look secret, longest first."""
   environ = os.environ if environ is None else environ
-  return list(_secret_values(frozenset(environ.items())))
-
-
-@functools.lru_cache(maxsize=4)
-def _secret_values(items: frozenset[tuple[str, str]]) -> tuple[str, ...]:
-  # Cached by the environment's contents: events are written every few steps (an epoch of
-  # the digits is 5 steps), and matching every variable's name each time cost ~0.6 ms.
-  values = {v for k, v in items if k not in _NOT_SECRET_ENV and is_secret_name(k) and len(v) >= _MIN_ENV_SECRET_LENGTH}
-  return tuple(sorted(values, key=len, reverse=True))
+  values = {v for k, v in environ.items()
+            if k not in _NOT_SECRET_ENV and is_secret_name(k) and len(v) >= _MIN_ENV_SECRET_LENGTH}
+  return sorted(values, key=len, reverse=True)
 
 
 def redact_text(text: str, env_secrets: list[str] | None = None) -> str:
@@ -80,7 +73,9 @@ def redact(value: Any, env_secrets: list[str] | None = None) -> Any:
   Values under secret-looking keys become "***" whatever they are (null stays null:
   an unset key reveals nothing).
   """
-  if env_secrets is None and _holds_text(value):  # numbers-only records skip the environment scan
+  # Only text can carry an environment value; matching every variable's name costs ~0.6 ms, and
+  # numbers-only records (an epoch's end, every 5 steps of the digits) are written often.
+  if env_secrets is None and _holds_text(value):
     env_secrets = environment_secrets()
   if isinstance(value, str):
     return redact_text(value, env_secrets)
