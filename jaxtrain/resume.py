@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -71,15 +72,12 @@ def _quiet_sibling_read_errors() -> Iterator[None]:
   When a damaged file fails one of them, the restore stops and closes its event loop
   while sibling reads are still in flight: their completion callbacks then print
   "RuntimeError: Event loop is closed" tracebacks from TensorStore's threads straight
-  to the process's stderr, asyncio may log "Task exception was never retrieved", and
-  the abandoned coroutines print "Exception ignored in: <coroutine ...>" when they are
-  finalized, usually at exit. So during a restore, file descriptor 2 goes to a pipe:
-  replayed unchanged if the restore succeeds, dropped (after the stray reads have had
-  a moment to finish) if it fails.
+  to the process's stderr, and the abandoned coroutines print "Exception ignored in:
+  <coroutine ...>" when they are finalized, usually at exit. So during a restore, file
+  descriptor 2 goes to a pipe: replayed unchanged if the restore succeeds, dropped
+  (after the stray reads have had a moment to finish) if it fails; and after a failure
+  the unraisable-exception hook drops Orbax's coroutines.
   """
-  logger = logging.getLogger("asyncio")
-  level = logger.level
-  logger.setLevel(logging.CRITICAL)
   sys.stderr.flush()
   saved_stderr = os.dup(2)
   read_end, write_end = os.pipe()
@@ -102,7 +100,6 @@ def _quiet_sibling_read_errors() -> Iterator[None]:
     os.close(saved_stderr)
     reader.join(timeout=5)
     os.close(read_end)
-    logger.setLevel(level)
     if not failed and captured:
       os.write(2, b"".join(captured))
 
@@ -113,19 +110,34 @@ def _read_until_closed(fd: int, chunks: list[bytes]) -> None:
 
 
 def _drop_abandoned_orbax_reads() -> None:
-  """Installs (once) an unraisable-exception hook that drops Orbax's abandoned coroutines."""
-  previous = sys.unraisablehook
-  if getattr(previous, "drops_abandoned_orbax_reads", False):
+  """Drops (from now on) the late reports of Orbax reads that a failed restore abandoned.
+
+  They come when the reads are garbage-collected, often after the restore: as an
+  unraisable exception of the coroutine, or as asyncio's "exception was never
+  retrieved" log record. Installed once; reports of anything else pass.
+  """
+  if getattr(sys.unraisablehook, "drops_abandoned_orbax_reads", False):
     return
+  previous = sys.unraisablehook
 
   def hook(unraisable: Any) -> None:
     code = getattr(unraisable.object, "cr_code", None)
-    if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
-      return
-    previous(unraisable)
+    if code is None or not _in_orbax(code.co_filename):
+      previous(unraisable)
 
   hook.drops_abandoned_orbax_reads = True
   sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(_not_an_abandoned_orbax_read)
+
+
+def _not_an_abandoned_orbax_read(record: logging.LogRecord) -> bool:
+  error = record.exc_info[1] if record.exc_info else None
+  frames = traceback.extract_tb(error.__traceback__) if error is not None else []
+  return not ("never retrieved" in record.getMessage() and any(_in_orbax(f.filename) for f in frames))
+
+
+def _in_orbax(filename: str) -> bool:
+  return f"{os.sep}orbax{os.sep}" in filename
 
 
 def _set_aside(path: Path) -> None:

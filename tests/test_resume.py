@@ -149,3 +149,35 @@ def test_stderr_of_a_restore_is_kept_when_it_succeeds_and_dropped_when_it_fails(
       raise ValueError("damaged")
   err = capfd.readouterr().err
   assert "kept: a warning from a good restore" in err and "Traceback" not in err
+
+
+def test_late_reports_of_abandoned_orbax_reads_are_dropped_and_others_kept():
+  import logging
+  import os
+  import sys
+
+  from jaxtrain import resume
+
+  def error_from(filename):
+    namespace = {}
+    exec(compile("def read():\n  raise Exception('damaged')\n", filename, "exec"), namespace)
+    try:
+      namespace["read"]()
+    except Exception as err:
+      return err
+
+  def record(error):
+    return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "Task exception was never retrieved", None,
+                             (type(error), error, error.__traceback__))
+
+  previous_hook = sys.unraisablehook
+  try:
+    resume._drop_abandoned_orbax_reads()
+    resume._drop_abandoned_orbax_reads()  # installed once
+    assert sys.unraisablehook.drops_abandoned_orbax_reads
+    orbax_file = os.path.join(os.sep, "site-packages", "orbax", "serialization.py")
+    assert not resume._not_an_abandoned_orbax_read(record(error_from(orbax_file)))
+    assert resume._not_an_abandoned_orbax_read(record(error_from("mine.py")))
+  finally:
+    sys.unraisablehook = previous_hook
+    logging.getLogger("asyncio").removeFilter(resume._not_an_abandoned_orbax_read)
