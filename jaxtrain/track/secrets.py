@@ -11,6 +11,7 @@ start-up is still caught.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -37,6 +38,7 @@ _OVERRIDE = re.compile(r"^(?P<key>[+~]{0,2}[\w.\-/]+)=(?P<value>.*)$", re.DOTALL
 _ASSIGNMENT = re.compile(r"(?P<key>[A-Za-z_][\w.\-/]*)=(?P<value>[^,\s]*)")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few keys come by in every logged row and event
 def is_secret_name(name: str) -> bool:
   """True for names like API_KEY, hf_token, db.password, WANDB_API_KEY, aws_secret_access_key."""
   spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))  # camelCase -> camel_Case
