@@ -108,7 +108,7 @@ class _BrokenDB:
   def __init__(self):
     self.calls = 0
 
-  def log_metrics(self, *args):
+  def log_metric_rows(self, *args):
     self.calls += 1
     raise RuntimeError("database is locked")
 
@@ -120,8 +120,43 @@ def test_database_writer_failure_costs_rows_not_the_run(caplog):
   broken = _BrokenDB()
   writer = DBWriter(broken, "run1")
   writer.write(10, "train", {"loss": 1.0})
-  writer.write(20, "train", {"loss": 1.0})  # no second attempt, no exception
+  writer.flush()
+  writer.write(20, "train", {"loss": 1.0})
+  writer.close()  # no second attempt, no exception
   assert broken.calls == 1 and "no more metric rows" in caplog.text
+
+
+class _RecordingDB:
+
+  def __init__(self):
+    self.transactions = []
+
+  def log_metric_rows(self, run_id, rows):
+    self.transactions.append((run_id, list(rows)))
+
+
+def test_database_rows_are_written_together_at_a_flush_after_a_while_and_at_close(monkeypatch):
+  import jaxtrain.track.writers as writers
+
+  clock = [100.0]
+  monkeypatch.setattr(writers.time, "monotonic", lambda: clock[0])
+  db = _RecordingDB()
+  writer = DBWriter(db, "run1", flush_secs=10.0)
+  writer.write(10, "train", {"loss": 1.0})
+  writer.write(10, "val", {"loss": 2.0, "api_key": 3.0})
+  assert db.transactions == []
+  writer.flush()  # a checkpoint: both rows in one transaction, still redacted
+  assert db.transactions == [("run1", [(10, "train", {"loss": 1.0}), (10, "val", {"loss": 2.0, "api_key": "***"})])]
+  writer.write(20, "train", {"loss": 0.5})
+  clock[0] += 9.0
+  writer.write(30, "train", {"loss": 0.4})
+  assert len(db.transactions) == 1
+  clock[0] += 1.0
+  writer.write(40, "train", {"loss": 0.3})  # the oldest buffered row is 10 s old
+  assert [row[0] for row in db.transactions[1][1]] == [20, 30, 40]
+  writer.write(50, "train", {"loss": 0.2})
+  writer.close()
+  assert [row[0] for row in db.transactions[2][1]] == [50] and len(db.transactions) == 3
 
 
 def test_missing_writer_package_stops_the_run_before_it_writes(tmp_path, monkeypatch):

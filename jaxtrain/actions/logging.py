@@ -50,8 +50,9 @@ class LogTrainMetrics(PeriodicAction):
   At step N it keeps a reference to step N's on-device metrics and writes the
   row of the previous log step, whose values are long computed: no host sync
   on the device's critical path. On `sync_every` steps (the checkpoint steps)
-  the pending row is written at once, so every row up to a checkpoint is on
-  disk when a resume starts from it. `close()` writes the last pending row.
+  the pending row is written at once, and every sink's buffered rows with it,
+  so every row up to a checkpoint is stored when a resume starts from it.
+  `close()` writes the last pending row.
   With a `throughput`, rows also carry tokens_per_sec (and mfu when the peak is known).
   """
 
@@ -75,6 +76,7 @@ class LogTrainMetrics(PeriodicAction):
       self._record(ctx)
     if self.sync_every and ctx.step % self.sync_every == 0:
       self._flush()
+      self.scalars.flush()  # the database's buffered rows too
 
   def _record(self, ctx: LoopContext) -> None:
     now = time.perf_counter()

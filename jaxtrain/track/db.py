@@ -152,8 +152,12 @@ class ExperimentDB:
 
   def log_metrics(self, run_id: str, step: int, split: str, values: Mapping[str, float]) -> None:
     """One logged row (all its metrics) in one transaction."""
+    self.log_metric_rows(run_id, [(step, split, values)])
+
+  def log_metric_rows(self, run_id: str, logged: Iterable[tuple[int, str, Mapping[str, float]]]) -> None:
+    """Several logged rows of (step, split, metrics) in one transaction."""
     rows = [{"run_id": run_id, "step": int(step), "split": split, "name": name, "value": float(value)}
-            for name, value in values.items() if value is not None]
+            for step, split, values in logged for name, value in values.items() if value is not None]
     if rows:
       self._write(lambda connection: connection.execute(sa.insert(metrics_table), rows))
 

@@ -51,6 +51,14 @@ class ScalarWriter:
       sink.write(int(row["step"]), str(row["split"]), metrics)
 
 
+  def flush(self) -> None:
+    """Makes the sinks that buffer rows write every row so far (the loop calls this at checkpoints)."""
+    for sink in self.sinks:
+      flush = getattr(sink, "flush", None)
+      if flush is not None:
+        flush()
+
+
 def _format(value: Any) -> str:
   if value is None:
     return ""

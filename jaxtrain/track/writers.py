@@ -5,7 +5,8 @@ resumes read it), jsonl (facts/metrics.jsonl), tensorboard (tensorboardX, extra
 `tensorboard`), wandb and mlflow (extras of the same names, imported only when chosen;
 offline by default). The experiment database (track/db.py) is one more writer. Each has
 `write(step, split, metrics)` and `close(status)`; every row passes through
-`secrets.redact` before it is written.
+`secrets.redact` before it is written. A writer that buffers rows also has `flush()`, which
+writes them at once.
 """
 
 from __future__ import annotations
@@ -178,18 +179,38 @@ def make_writers(logging_cfg: Any, run_dir: Path, run_name: str, config: Mapping
 
 
 class DBWriter:
-  """Rows into the experiment database, one transaction per row. A database that stays
-  unreachable after the retries costs the run its database rows (with a warning), not the run."""
+  """Rows into the experiment database. A database that stays unreachable after the retries
+  costs the run its database rows (with a warning), not the run.
 
-  def __init__(self, db: Any, run_id: str):
+  Rows are buffered and written together, in one transaction, by `flush()` (called at every
+  checkpoint, so a resumed run finds each row up to its checkpoint in the database), once the
+  oldest buffered row is `flush_secs` old, and at `close()`. One transaction per row took
+  ~0.7 ms of the training thread at every logged row.
+  """
+
+  def __init__(self, db: Any, run_id: str, flush_secs: float = 10.0):
     self.db = db
     self.run_id = run_id
+    self.flush_secs = flush_secs
+    self._rows: list[tuple[int, str, dict[str, Any]]] = []
+    self._oldest = 0.0  # time.monotonic() of the first buffered row
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if self.db is None:
       return
+    if not self._rows:
+      self._oldest = time.monotonic()
+    self._rows.append((int(step), split, redact(dict(metrics))))
+    if time.monotonic() - self._oldest >= self.flush_secs:
+      self.flush()
+
+  def flush(self) -> None:
+    """Writes the buffered rows now."""
+    rows, self._rows = self._rows, []
+    if self.db is None or not rows:
+      return
     try:
-      self.db.log_metrics(self.run_id, step, split, redact(dict(metrics)))
+      self.db.log_metric_rows(self.run_id, rows)
     except Exception as err:  # noqa: BLE001 - training goes on without the database
       log.warning("experiment database %s: %s; no more metric rows go there in this run",
                   self.db.describe(), redact_text(str(err).splitlines()[0]))
@@ -197,3 +218,4 @@ class DBWriter:
 
   def close(self, status: str = "finished") -> None:
     del status  # the run row's status is set by RunTracking.end
+    self.flush()
