@@ -203,6 +203,7 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   # Compile before the clock starts: steps/s in the summary excludes compilation.
   train_executable = engine.train_step.compile(state, engine.put_batch(engine.train_data[0]))
   engine.eval_step.compile(state, engine.put_batch(engine.val_data[0]))
+  checkpointer.prepare(state)
   compile_seconds = engine.train_step.compile_seconds + engine.eval_step.compile_seconds
   memory = _check_step_memory(train_executable, cfg.trainer.check_memory)
 

@@ -64,6 +64,14 @@ class Checkpointer:
     self._thread: concurrent.futures.ThreadPoolExecutor | None = None
     self._pending: concurrent.futures.Future | None = None
 
+  def prepare(self, state: Any) -> None:
+    """Settles how `state` will be saved and compiles the snapshot copies now, before the
+    loop's clock starts, instead of at the first two saves."""
+    if self._snapshots is None:
+      self._snapshots = use_snapshots(self._snapshot_mode, state)
+    if self._snapshots:
+      self._snapshot_buffers.prepare(state)
+
   def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
            metrics: dict[str, float] | None = None) -> bool:
     """Starts an async save; returns once the device arrays are safe to donate.

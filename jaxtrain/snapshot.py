@@ -61,17 +61,26 @@ class Snapshots:
     self._copy: Any = None
     self._copy_into: Any = None
 
+  def prepare(self, tree: Any) -> None:
+    """Compiles the copies for `tree`'s layout (arrays or ShapeDtypeStructs with shardings).
+
+    Called before training, so that the first two saves do not compile inside
+    the loop; `take` prepares a layout it has not seen.
+    """
+    layout = _layout(tree)
+    if layout == self._layout:
+      return
+    shardings = jax.tree.map(lambda x: x.sharding, tree)
+    self._copy = jax.jit(_copy, out_shardings=shardings).lower(tree).compile()
+    # `keep_unused` keeps the otherwise unread buffers as an argument, so that
+    # XLA can write the copy into them.
+    self._copy_into = jax.jit(lambda buffers, tree: _copy(tree), out_shardings=shardings, donate_argnums=0,
+                              keep_unused=True).lower(tree, tree).compile()
+    self._layout, self._buffers = layout, None
+
   def take(self, tree: Any) -> Any:
     """A copy of `tree` in buffers that no train step donates."""
-    layout = _layout(tree)
-    if layout != self._layout:  # the first snapshot (or a state of another shape)
-      shardings = jax.tree.map(lambda x: x.sharding, tree)
-      self._copy = jax.jit(_copy, out_shardings=shardings)
-      # `keep_unused` keeps the otherwise unread buffers as an argument, so that
-      # XLA can write the copy into them.
-      self._copy_into = jax.jit(lambda buffers, tree: _copy(tree), out_shardings=shardings, donate_argnums=0,
-                                keep_unused=True)
-      self._layout, self._buffers = layout, None
+    self.prepare(tree)
     snapshot = self._copy(tree) if self._buffers is None else self._copy_into(self._buffers, tree)
     on_host = all(device.platform == "cpu" for device in state_bytes_per_device(tree))
     self._buffers = snapshot if on_host else None
