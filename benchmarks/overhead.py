@@ -16,12 +16,19 @@ same optimizer (AdamW, lr 1e-3, warmup_cosine with 100 warmup steps, weight deca
   split, an async save through a plain Orbax CheckpointManager every 500. Each
   step gathers its batch from host memory with numpy and `jax.device_put`s it, as
   jaxtrain's pipeline does. Timed after a compile + warmup step, with
-  `block_until_ready` at the end.
-- jaxtrain_loop_only and bare: the same two with evaluation, loss reads and
-  checkpoints pushed past the last step: the loop alone against training alone.
+  `block_until_ready` at the end. Its step is the minimal one a user would write:
+  the task's loss and AdamW, without jaxtrain's non-finite guard and grad_norm.
+- bare_same_step: the same hand-written loop and work, calling jaxtrain's own
+  compiled train and eval steps on jaxtrain's initial state.
+- jaxtrain_loop_only and bare: jaxtrain with evaluation, loss reads and
+  checkpoints pushed past the last step, and the hand-written loop training
+  alone: the loop alone against training alone.
 
-jaxtrain / bare_same_work is the framework's overhead; jaxtrain_loop_only / bare
-the loop's alone; jaxtrain / bare what the actions cost, all told.
+jaxtrain / bare_same_step is the loop's overhead (the same compiled step and the
+same work around it); jaxtrain / bare_same_work adds what the default step's
+guard and metrics cost; jaxtrain_loop_only / bare is the loop with no actions;
+jaxtrain / bare what the actions cost, all told. `--threads 1` runs XLA on one
+core and leaves the other to the host, as an accelerator would.
 
     python benchmarks/overhead.py --steps 1000 --repeats 5
     python benchmarks/overhead.py --override data.read_threads=1 --override data.prefetch=2
@@ -38,6 +45,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +67,15 @@ def append_result(path: Path, result: dict[str, Any]) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   with path.open("a") as f:
     f.write(json.dumps(result) + "\n")
+
+
+def set_xla_threads(threads: int) -> None:
+  """XLA:CPU computes on `threads` threads (one: no Eigen pool). Must run before jax is imported."""
+  if "jax" in sys.modules:
+    print("warning: jax was imported before the thread count could be applied to XLA")
+  eigen = "true" if threads > 1 else "false"
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={eigen}"
+                             f" intra_op_parallelism_threads={threads}").strip()
 
 
 def machine_info() -> dict[str, Any]:
@@ -112,9 +129,15 @@ def run_jaxtrain(steps: int, overrides: Sequence[str], root: Path, index: int) -
 
 
 class BareLoop:
-  """The same training as jaxtrain's default ae-digits run, written by hand."""
+  """The same training as jaxtrain's default ae-digits run, in a loop written by hand.
 
-  def __init__(self, steps: int, overrides: Sequence[str]):
+  `step="hand"`: the step is written here too, as a user would (the task's loss, AdamW,
+  nothing else). `step="jaxtrain"`: the loop calls jaxtrain's own compiled train and eval
+  steps (the task's step with the default non-finite guard and its metrics, grad_norm
+  among them), so only the loop around them differs from jaxtrain's.
+  """
+
+  def __init__(self, steps: int, overrides: Sequence[str], step: str = "hand"):
     import jax
     import optax
 
@@ -175,12 +198,42 @@ class BareLoop:
     self._init = jax.jit(init)
     self._step = jax.jit(train_step, donate_argnums=0)
     self._eval = jax.jit(eval_step)
+    self._sharding = None  # batches on the default device
+    if step == "jaxtrain":
+      self._use_jaxtrain_steps(spec)
+    elif step != "hand":
+      raise ValueError(f"step={step!r}: choose hand or jaxtrain")
+
+  def _use_jaxtrain_steps(self, spec: Any) -> None:
+    """Swaps in the engine's compiled steps, initial state and batch layout."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxtrain.build import build
+    from jaxtrain.core import mesh as mesh_lib
+    from jaxtrain.core.step import WEIGHT_KEY
+
+    engine = build(spec)
+    self._sharding = mesh_lib.batch_sharding(engine.mesh)
+    initial = engine.state
+    self._init = lambda rng: jax.tree.map(jnp.copy, initial)  # every run starts from the engine's state
+    train_step = engine.train_step.compile(initial, self.batch(0))
+    self._step = lambda state, batch: (lambda new, metrics: (new, metrics["loss"]))(*train_step(state, batch))
+
+    def eval_loss(state, batch):
+      sums = engine.eval_step(state, batch)  # compiled at its first call, before the clock
+      return sums["loss"] / sums[WEIGHT_KEY]
+
+    self._eval = eval_loss
+    # jaxtrain's eval step takes the split in its padded batches, with their weight masks.
+    self.val_batches = [engine.val_data[i] for i in range(len(engine.val_data))]
 
   def batch(self, i: int) -> Any:
     import jax
 
     idx = self.indices[i]
-    return jax.device_put({k: v[idx] for k, v in self.train.items()})
+    batch = {k: v[idx] for k, v in self.train.items()}
+    return jax.device_put(batch) if self._sharding is None else jax.device_put(batch, self._sharding)
 
   def run(self, checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Trains `steps` steps; with `checkpoint_dir`, also evaluates, reads the loss and
@@ -199,7 +252,8 @@ class BareLoop:
     del warm
     manager = None
     if same_work:
-      val_batches = [jax.device_put(b) for b in self.val_batches]
+      val_batches = [jax.device_put(b) if self._sharding is None else jax.device_put(b, self._sharding)
+                     for b in self.val_batches]
       jax.block_until_ready(self._eval(state, val_batches[0]))  # compiled before the clock, as jaxtrain does
       manager = ocp.CheckpointManager(checkpoint_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
@@ -230,14 +284,17 @@ class BareLoop:
 WORKLOADS = {"ae-digits": [], "lm-tiny": ["task=lm"]}
 LOOPS = {
     "jaxtrain": "jaxtrain, default actions",
+    "bare_same_step": "bare loop, jaxtrain's step, same work",
     "bare_same_work": "bare jax.jit + the same evals/reads/saves",
     "jaxtrain_loop_only": "jaxtrain, no eval/log/checkpoint",
     "bare": "bare jax.jit, train only",
 }
 RATIOS = {
-    # The framework's overhead: the same work done by hand.
+    # The loop's overhead: jaxtrain's own compiled steps, with the same work, in a loop written by hand.
+    "jaxtrain/bare_same_step": ("jaxtrain", "bare_same_step"),
+    # All told: the same work with a minimal hand-written step (no non-finite guard, no grad_norm).
     "jaxtrain/bare_same_work": ("jaxtrain", "bare_same_work"),
-    # The loop alone (Grain iterator, device put, step dispatch, action checks).
+    # The loop alone (Grain iterator, device put, step dispatch, action checks) against training alone.
     "jaxtrain_loop_only/bare": ("jaxtrain_loop_only", "bare"),
     # What evaluation, loss reads and checkpoints cost on top, all told.
     "jaxtrain/bare": ("jaxtrain", "bare"),
@@ -255,8 +312,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       help="extra jaxtrain config override, e.g. data.read_threads=1 (repeatable)")
   parser.add_argument("--workload", choices=sorted(WORKLOADS), default="ae-digits",
                       help="ae-digits (default task) or lm-tiny (task=lm at its default tiny size, data=text)")
+  parser.add_argument("--threads", type=int, default=None,
+                      help="XLA compute threads (default: XLA's own choice, every core)")
   args = parser.parse_args(argv)
   args.override = [*WORKLOADS[args.workload], *args.override]
+  if args.threads:
+    set_xla_threads(args.threads)
 
   import absl.logging
   absl.logging.set_verbosity(absl.logging.WARNING)
@@ -269,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         + (f", overrides {args.override}" if args.override else ""))
 
   bare = BareLoop(args.steps, args.override)
+  bare_jaxtrain_step = BareLoop(args.steps, args.override, step="jaxtrain")
   # Evaluation, loss reads and checkpoints pushed past the last step: the loop alone.
   quiet = [f"trainer.eval_every={10 * args.steps}", f"checkpoint.every={10 * args.steps}",
            f"trainer.log_every={10 * args.steps}"]
@@ -282,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run_jaxtrain(args.steps, [*args.override, *quiet], Path(tmp) / "loop_only", index)
       if name == "bare_same_work":
         return bare.run(checkpoint_dir=Path(tmp) / f"bare_checkpoints_{index}")
+      if name == "bare_same_step":
+        return bare_jaxtrain_step.run(checkpoint_dir=Path(tmp) / f"bare_same_step_checkpoints_{index}")
       return bare.run()
 
     # Warm-up: first-run costs (imports, Orbax/Grain thread pools, caches) are not overhead per step.
@@ -306,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "steps": args.steps,
       "repeats": args.repeats,
       "overrides": args.override,
+      "threads": args.threads,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "steps_per_sec_median": {name: round(statistics.median(v), 1) for name, v in sps.items()},
       "ratio_median": {label: round(statistics.median(v), 3) for label, v in ratios.items()},
       # The figure earlier versions of this script reported: jaxtrain (all actions) over the train-only loop.

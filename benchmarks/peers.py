@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import BareLoop, append_result, machine_info, run_jaxtrain  # noqa: E402
+from overhead import BareLoop, append_result, machine_info, run_jaxtrain, set_xla_threads  # noqa: E402
 
 
 class Workload:
@@ -207,11 +207,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--threads", type=int, default=1, help="compute threads for torch and XLA (default 1)")
   parser.add_argument("--out", type=Path, default=None, help="append the results as one JSON line to this file")
   args = parser.parse_args(argv)
-  if "jax" in sys.modules:
-    print("warning: jax was imported before --threads could be applied to XLA")
-  eigen = "true" if args.threads > 1 else "false"
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={eigen}"
-                             f" intra_op_parallelism_threads={args.threads}").strip()
+  set_xla_threads(args.threads)
 
   import absl.logging
   absl.logging.set_verbosity(absl.logging.WARNING)
