@@ -198,7 +198,7 @@ class BareLoop:
     self._init = jax.jit(init)
     self._step = jax.jit(train_step, donate_argnums=0)
     self._eval = jax.jit(eval_step)
-    self._sharding = None  # batches on the default device
+    self._sharding = None  # batches on the default device (device_put's default)
     if step == "jaxtrain":
       self._use_jaxtrain_steps(spec)
     elif step != "hand":
@@ -218,7 +218,12 @@ class BareLoop:
     initial = engine.state
     self._init = lambda rng: jax.tree.map(jnp.copy, initial)  # every run starts from the engine's state
     train_step = engine.train_step.compile(initial, self.batch(0))
-    self._step = lambda state, batch: (lambda new, metrics: (new, metrics["loss"]))(*train_step(state, batch))
+
+    def step_and_loss(state, batch):
+      state, metrics = train_step(state, batch)
+      return state, metrics["loss"]
+
+    self._step = step_and_loss
 
     def eval_loss(state, batch):
       sums = engine.eval_step(state, batch)  # compiled at its first call, before the clock
@@ -232,8 +237,7 @@ class BareLoop:
     import jax
 
     idx = self.indices[i]
-    batch = {k: v[idx] for k, v in self.train.items()}
-    return jax.device_put(batch) if self._sharding is None else jax.device_put(batch, self._sharding)
+    return jax.device_put({k: v[idx] for k, v in self.train.items()}, self._sharding)
 
   def run(self, checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Trains `steps` steps; with `checkpoint_dir`, also evaluates, reads the loss and
@@ -252,8 +256,7 @@ class BareLoop:
     del warm
     manager = None
     if same_work:
-      val_batches = [jax.device_put(b) if self._sharding is None else jax.device_put(b, self._sharding)
-                     for b in self.val_batches]
+      val_batches = [jax.device_put(b, self._sharding) for b in self.val_batches]
       jax.block_until_ready(self._eval(state, val_batches[0]))  # compiled before the clock, as jaxtrain does
       manager = ocp.CheckpointManager(checkpoint_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2))
 

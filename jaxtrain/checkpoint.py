@@ -79,8 +79,7 @@ class Checkpointer:
     A step that is already on disk is left as it is (a finished run that is
     started again re-runs its final actions), and False is returned.
     """
-    if self._snapshots is None:
-      self._snapshots = use_snapshots(self._snapshot_mode, state)
+    self.prepare(state)  # a no-op when the run prepared it before the loop
     self._finish_pending()  # a save handed to the thread has its step in the manager's list from here on
     if step in self.manager.all_steps():
       return False

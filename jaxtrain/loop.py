@@ -10,6 +10,7 @@ loop continues exactly where the checkpoint was taken.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import time
 from typing import Any, Callable, Iterator, Sequence
@@ -81,10 +82,8 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
       # transfer inside the step would be a hidden sync, so it is an error.
       # The first step of the call is checked: later batches come from the same
       # pipeline, and entering the guard costs ~50 us of host time per step.
-      if ctx.step == start_step:
-        with jax.transfer_guard("disallow"):
-          ctx.state, ctx.train_metrics = train_step(ctx.state, batch)
-      else:
+      guard = jax.transfer_guard("disallow") if ctx.step == start_step else contextlib.nullcontext()
+      with guard:
         ctx.state, ctx.train_metrics = train_step(ctx.state, batch)
       ctx.step += 1
       # A few queued steps hide the host's work; hundreds only hold buffers,

@@ -50,7 +50,6 @@ class ScalarWriter:
     for sink in self.sinks:
       sink.write(int(row["step"]), str(row["split"]), metrics)
 
-
   def flush(self) -> None:
     """Makes the sinks that buffer rows write every row so far (the loop calls this at checkpoints)."""
     for sink in self.sinks:
