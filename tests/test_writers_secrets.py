@@ -168,3 +168,24 @@ def test_missing_writer_package_stops_the_run_before_it_writes(tmp_path, monkeyp
   with pytest.raises(ConfigError, match=r"'wandb' needs the wandb package"):
     jaxtrain.run(cfg)
   assert not (tmp_path / "run").exists() and not (tmp_path / "e.db").exists()
+
+
+def test_event_lines_reach_the_file_at_once_except_epoch_ends_which_wait_at_most_flush_secs(tmp_path):
+  now = [0.0]
+  path = tmp_path / "events.jsonl"
+  events = EventWriter(path, flush_secs=1.0, clock=lambda: now[0])
+  events.write("on_start", step=0)
+  assert [e["event"] for e in read_events(path)] == ["on_start"]
+  for step in (5, 10):
+    now[0] += 0.3
+    events.write("on_epoch_end", step=step, epoch=step // 5, epoch_time_s=0.3)
+  assert [e["event"] for e in read_events(path)] == ["on_start"]  # still buffered
+  now[0] += 0.5  # 1.1 s since the last flush: this epoch end writes out all three
+  events.write("on_epoch_end", step=15, epoch=3, epoch_time_s=0.5)
+  assert [e.get("step") for e in read_events(path)] == [0, 5, 10, 15]
+  events.write("on_epoch_end", step=20, epoch=4, epoch_time_s=0.1)
+  events.write("on_checkpoint", step=20)  # any other event writes out the epoch ends before it
+  assert [e.get("step") for e in read_events(path)] == [0, 5, 10, 15, 20, 20]
+  events.write("on_epoch_end", step=25, epoch=5, epoch_time_s=0.1)
+  events.close()
+  assert read_events(path)[-1]["step"] == 25
