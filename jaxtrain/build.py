@@ -107,6 +107,7 @@ def build(spec: RunSpec) -> Engine:
   task.total_steps = total_steps
   task.compute_dtype = precision.compute_dtype(cfg.trainer.precision)
   task.remat = cfg.model.remat
+  task.grad_norm = cfg.trainer.grad_norm
   task.mesh = mesh
   init = init_state_fn(task.init, tx, cfg.trainer.ema_decay, task.init_extra)
   rng = jax.random.PRNGKey(cfg.trainer.seed)

@@ -339,6 +339,24 @@ def test_nan_batch_skips_the_update(tmp_path):
   assert int(state.guard.total_skipped) == 1 and int(state.guard.consecutive_bad) == 0
 
 
+def test_without_grad_norm_the_step_is_the_same_update_and_a_nan_loss_is_still_skipped(tmp_path):
+  default = _engine(tmp_path / "a", "schedule=constant")
+  lean = _engine(tmp_path / "b", "schedule=constant", "trainer.grad_norm=false")
+  batch = default.train_data[0]
+  state_a, metrics_a = default.train_step(default.state, default.put_batch(batch))
+  state_b, metrics_b = lean.train_step(lean.state, lean.put_batch(batch))
+  assert "grad_norm" in metrics_a and "grad_norm" not in metrics_b
+  chex.assert_trees_all_close(jax.device_get(state_b.params), jax.device_get(state_a.params), rtol=1e-6)
+  assert float(metrics_b["loss"]) == pytest.approx(float(metrics_a["loss"]), rel=1e-6)
+
+  poisoned = {k: np.array(v, copy=True) for k, v in batch.items()}
+  poisoned["x"][0, 0] = np.nan
+  params_before = jax.device_get(state_b.params)
+  state_b, metrics_b = lean.train_step(state_b, lean.put_batch(poisoned))
+  assert float(metrics_b["skipped"]) == 1.0
+  chex.assert_trees_all_equal(jax.device_get(state_b.params), params_before)
+
+
 @pytest.mark.slow
 def test_diverging_run_stops_with_exit_3(tmp_path, compile_cache):
   run_dir = tmp_path / "run"

@@ -38,11 +38,13 @@ def weighted_mean(per_example: jax.Array, batch: Batch) -> jax.Array:
   return jnp.sum(per_example * w) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
-def make_train_step(loss_fn: LossFn) -> TrainStep:
+def make_train_step(loss_fn: LossFn, *, grad_norm: bool = True) -> TrainStep:
   """`(state, batch) -> (state, metrics)`: one gradient step on `loss_fn`.
 
-  Metrics always include loss, grad_norm (before clipping) and the learning rate
-  the optimizer used.
+  Metrics always include loss and the learning rate the optimizer used, and
+  with `grad_norm` the gradients' global norm (before clipping), which the
+  non-finite guard also checks. The norm is one more pass over the gradients:
+  on CPU it costs ~6 % of a step of the default digits autoencoder.
   """
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -50,8 +52,9 @@ def make_train_step(loss_fn: LossFn) -> TrainStep:
     (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch,
                                                     state.step_rng(), True)
     new_state = state.apply_gradients(grads, model_state=model_state)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                   lr=current_learning_rate(new_state.opt_state))
+    metrics = dict(metrics, loss=loss, lr=current_learning_rate(new_state.opt_state))
+    if grad_norm:
+      metrics["grad_norm"] = optax.global_norm(grads)
     return new_state, metrics
 
   return train_step
