@@ -110,13 +110,14 @@ def test_peers_compares_with_the_bare_jit_loop_in_the_same_run(capsys, monkeypat
   assert run["steps_per_sec"] > 0 and run["final_train_loss"] > 0
 
 
-def test_overhead_reports_the_four_ratios_from_one_run(capsys):
+def test_overhead_reports_the_five_ratios_from_one_run(capsys):
   result = load("overhead").main(["--steps", "12", "--repeats", "1", "--warmup", "0"])
   table = capsys.readouterr().out
   assert "| bare jax.jit + the same evals/reads/saves |" in table
   assert "| bare loop, jaxtrain's step, same work     |" in table
   assert set(result["ratio_median"]) == {"jaxtrain/bare_same_step", "jaxtrain/bare_same_work",
-                                         "jaxtrain_loop_only/bare", "jaxtrain/bare"}
+                                         "jaxtrain_no_grad_norm/bare_same_work", "jaxtrain_loop_only/bare",
+                                         "jaxtrain/bare"}
   runs = result["runs"]
   assert runs["jaxtrain"][0]["compilations"] == 1 and runs["jaxtrain_loop_only"][0]["compilations"] == 1
   assert all(runs[name][0]["steps_per_sec"] > 0 for name in runs)
