@@ -233,6 +233,7 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   finally:
     checkpointer.close()
     data_iterator.close()
+    scalars.close()
 
   if result.preempted:
     events.write("on_preemption", step=result.final_step, signal=watcher.received)

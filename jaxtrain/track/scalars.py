@@ -37,6 +37,7 @@ class ScalarWriter:
         # Resuming: keep the existing header so old and new rows line up.
         with path.open(newline="") as f:
           self.columns = next(csv.reader(f), columns)
+    self._file: Any = None  # opened at the first row and kept open (one system call per row)
 
   def write(self, row: Mapping[str, Any]) -> None:
     if not self.enabled:
@@ -44,8 +45,10 @@ class ScalarWriter:
     unknown = set(row) - set(self.columns)
     if unknown:
       raise KeyError(f"scalars.csv has no column for {sorted(unknown)}")
-    with self.path.open("a", newline="") as f:
-      csv.writer(f).writerow([_format(row.get(c)) for c in self.columns])
+    if self._file is None or self._file.closed:
+      self._file = self.path.open("a", newline="")
+    csv.writer(self._file).writerow([_format(row.get(c)) for c in self.columns])
+    self._file.flush()  # each row reaches the file at once: a killed run keeps its rows
     metrics = {k: v for k, v in row.items() if k not in ("step", "split") and v is not None}
     for sink in self.sinks:
       sink.write(int(row["step"]), str(row["split"]), metrics)
@@ -56,6 +59,11 @@ class ScalarWriter:
       flush = getattr(sink, "flush", None)
       if flush is not None:
         flush()
+
+  def close(self) -> None:
+    """Closes scalars.csv (the sinks are closed by their owner, RunTracking)."""
+    if self._file is not None:
+      self._file.close()
 
 
 def _format(value: Any) -> str:

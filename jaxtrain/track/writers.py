@@ -59,14 +59,19 @@ class JsonlWriter:
       kept = [line for line in path.read_text().splitlines()
               if line.strip() and json.loads(line)["step"] <= start_step]
       path.write_text("".join(line + "\n" for line in kept))
+    self._file: Any = None
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     record = {"step": int(step), "split": split, "time": round(time.time(), 3), "metrics": redact(dict(metrics))}
-    with self.path.open("a") as f:
-      f.write(json.dumps(record) + "\n")
+    if self._file is None or self._file.closed:
+      self._file = self.path.open("a")  # kept open: one system call per row
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
 
   def close(self, status: str = "finished") -> None:
     del status  # every row is on disk already
+    if self._file is not None:
+      self._file.close()
 
 
 class TensorBoardWriter:
