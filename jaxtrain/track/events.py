@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from jaxtrain.track.secrets import redact
 
@@ -29,7 +29,7 @@ class EventWriter:
   """
 
   def __init__(self, path: Path, enabled: bool = True, flush_secs: float = FLUSH_SECS,
-               clock: Any = time.monotonic):
+               clock: Callable[[], float] = time.monotonic):
     self.path = path
     self.enabled = enabled
     self.flush_secs = flush_secs
