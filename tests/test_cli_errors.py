@@ -93,3 +93,20 @@ def test_help_still_works(tmp_path):
   proc = run_cli(["--help"], cwd=tmp_path, env=cli_env(), timeout=120)
   assert proc.returncode == 0
   assert "optim" in proc.stdout
+
+
+def test_validating_the_same_config_again_gives_an_independent_equal_spec():
+  """The command line validates each job twice (before Hydra, then in the job); the second is a copy."""
+  import jaxtrain
+  from jaxtrain.config.validate import validate
+  from jaxtrain.errors import ConfigError
+
+  cfg = jaxtrain.compose(["trainer.steps=7"])
+  first, second = validate(cfg), validate(cfg)
+  assert first.config == second.config and first.task == second.task and first.raw == second.raw
+  assert first.config is not second.config and second.task.model is second.config.model
+  first.config.trainer.steps = 99  # a caller's change stays its own
+  assert validate(cfg).config.trainer.steps == 7
+  assert validate(jaxtrain.compose(["trainer.steps=8"])).config.trainer.steps == 8
+  with pytest.raises(ConfigError):  # a bad config after a good one still fails
+    validate(jaxtrain.compose(["trainer.steps=-1"]))

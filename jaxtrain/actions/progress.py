@@ -6,9 +6,6 @@ import logging
 import sys
 from typing import Any
 
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
-
 from jaxtrain.actions.base import LoopContext, PeriodicAction
 from jaxtrain.actions.logging import LiveStats
 
@@ -26,6 +23,10 @@ class ProgressBar(PeriodicAction):
   """rich progress bar: step/total, elapsed, ETA, loss and steps/s (from LiveStats)."""
 
   def __init__(self, total_steps: int, start_step: int, live: LiveStats, **trigger: Any):
+    # Imported here: rich costs ~50 ms of start-up, and runs without a terminal never draw a bar.
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
     super().__init__(**trigger)
     self.live = live
     self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),

@@ -34,7 +34,10 @@ def config_dir() -> str:
 
 def register() -> None:
   """Registers the schema and the run-directory resolvers (idempotent)."""
-  ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+  store = ConfigStore.instance()
+  if f"{SCHEMA_NAME}.yaml" not in store.repo:
+    # Once per process: storing converts the whole schema (~30 ms), and loads hand out deep copies.
+    store.store(name=SCHEMA_NAME, node=Config)
   resolvers = {
       "jaxtrain_run_dir": rundir.run_dir_for,
       "jaxtrain_sweep_dir": rundir.sweep_dir_for,
