@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -63,11 +63,17 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
   GlobalHydra.instance().clear()
   try:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="jaxtrain"):
-      return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
-  except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
-    raise ConfigError(describe_error(err, overrides)) from None
+      return checked(lambda: hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True), overrides)
   finally:
     GlobalHydra.instance().clear()
+
+
+def checked(compose_fn: Callable[[], DictConfig], overrides: Sequence[str]) -> DictConfig:
+  """`compose_fn()`, a Hydra composition of `overrides`, with its errors as one-line ConfigErrors."""
+  try:
+    return compose_fn()
+  except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
+    raise ConfigError(describe_error(err, overrides)) from None
 
 
 def describe_error(err: Exception, overrides: Sequence[str]) -> str:
