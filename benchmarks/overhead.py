@@ -324,8 +324,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       help="ae-digits (default task) or lm-tiny (task=lm at its default tiny size, data=text)")
   parser.add_argument("--threads", type=int, default=None,
                       help="XLA compute threads (default: XLA's own choice, every core)")
+  parser.add_argument("--loops", nargs="+", choices=list(LOOPS), default=list(LOOPS),
+                      help="run only these loops (default: all six); ratios whose two loops ran are reported. "
+                           "`--loops jaxtrain bare_same_step` gives the loop's overhead alone, so the same time "
+                           "buys three times the repeats")
   args = parser.parse_args(argv)
   args.override = [*WORKLOADS[args.workload], *args.override]
+  loops = [name for name in LOOPS if name in args.loops]
+  ratio_pairs = {label: pair for label, pair in RATIOS.items() if set(pair) <= set(loops)}
   if args.threads:
     set_xla_threads(args.threads)
 
@@ -339,12 +345,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(f"workload: {args.workload}, {args.steps} steps per run, {args.repeats} interleaved repeats"
         + (f", overrides {args.override}" if args.override else ""))
 
-  bare = BareLoop(args.steps, args.override)
-  bare_jaxtrain_step = BareLoop(args.steps, args.override, step="jaxtrain")
+  bare = BareLoop(args.steps, args.override) if {"bare", "bare_same_work"} & set(loops) else None
+  bare_jaxtrain_step = BareLoop(args.steps, args.override, step="jaxtrain") if "bare_same_step" in loops else None
   # Evaluation, loss reads and checkpoints pushed past the last step: the loop alone.
   quiet = [f"trainer.eval_every={10 * args.steps}", f"checkpoint.every={10 * args.steps}",
            f"trainer.log_every={10 * args.steps}"]
-  runs: dict[str, list[dict[str, Any]]] = {name: [] for name in LOOPS}
+  runs: dict[str, list[dict[str, Any]]] = {name: [] for name in loops}
   with tempfile.TemporaryDirectory(prefix="jaxtrain_overhead_") as tmp:
 
     def one(name: str, index: int) -> dict[str, Any]:
@@ -363,18 +369,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # Warm-up: first-run costs (imports, Orbax/Grain thread pools, caches) are not overhead per step.
     for w in range(args.warmup):
-      for name in LOOPS:
+      for name in loops:
         one(name, -1 - w)
     for r in range(args.repeats):
       # Alternate the order, so drifting machine load hits every loop alike.
-      for name in (list(LOOPS) if r % 2 == 0 else list(LOOPS)[::-1]):
+      for name in (loops if r % 2 == 0 else loops[::-1]):
         res = one(name, r)
         runs[name].append(res)
         print(f"  repeat {r + 1}/{args.repeats}  {name:18s}  {res['steps_per_sec']:9.1f} steps/s")
 
-  sps = {name: [r["steps_per_sec"] for r in runs[name]] for name in LOOPS}
+  sps = {name: [r["steps_per_sec"] for r in runs[name]] for name in loops}
   ratios = {label: [a / b for a, b in zip(sps[num], sps[den])]  # pairs from the same repeat
-            for label, (num, den) in RATIOS.items()}
+            for label, (num, den) in ratio_pairs.items()}
   result = {
       "benchmark": "overhead",
       "workload": args.workload,
@@ -387,18 +393,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "steps_per_sec_median": {name: round(statistics.median(v), 1) for name, v in sps.items()},
       "ratio_median": {label: round(statistics.median(v), 3) for label, v in ratios.items()},
-      # The figure earlier versions of this script reported: jaxtrain (all actions) over the train-only loop.
-      "jaxtrain_steps_per_sec_median": round(statistics.median(sps["jaxtrain"]), 1),
-      "bare_steps_per_sec_median": round(statistics.median(sps["bare"]), 1),
-      "ratio_median_all_actions_over_train_only": round(statistics.median(ratios["jaxtrain/bare"]), 3),
+      "loops": loops,
       "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
       "runs": runs,
   }
+  if "jaxtrain/bare" in ratios:
+    # The figure earlier versions of this script reported: jaxtrain (all actions) over the train-only loop.
+    result.update(jaxtrain_steps_per_sec_median=round(statistics.median(sps["jaxtrain"]), 1),
+                  bare_steps_per_sec_median=round(statistics.median(sps["bare"]), 1),
+                  ratio_median_all_actions_over_train_only=round(statistics.median(ratios["jaxtrain/bare"]), 3))
 
   print()
   print("| loop                                      | median steps/s | min    | max    |")
   print("|-------------------------------------------|---------------:|-------:|-------:|")
-  for name, label in LOOPS.items():
+  for name in loops:
+    label = LOOPS[name]
     print(f"| {label:41s} | {statistics.median(sps[name]):14.1f} | {min(sps[name]):6.1f} | {max(sps[name]):6.1f} |")
   for label, values in ratios.items():
     print(f"median ratio {label:41s} {statistics.median(values):.3f}  (per repeat {', '.join(f'{x:.3f}' for x in values)})")

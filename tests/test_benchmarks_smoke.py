@@ -124,3 +124,12 @@ def test_overhead_reports_the_five_ratios_from_one_run(capsys):
   # Both hand-written loops train the same model on the same batches as jaxtrain.
   losses = [runs[name][0]["final_train_loss"] for name in ("bare_same_step", "bare_same_work", "bare")]
   assert all(0 < loss < 1 for loss in losses)
+
+
+def test_overhead_runs_only_the_loops_asked_for(capsys):
+  result = load("overhead").main(["--steps", "12", "--repeats", "2", "--warmup", "0",
+                                  "--loops", "jaxtrain", "bare_same_step"])
+  table = capsys.readouterr().out
+  assert set(result["runs"]) == {"jaxtrain", "bare_same_step"} and "| bare jax.jit, train only" not in table
+  assert set(result["ratio_median"]) == {"jaxtrain/bare_same_step"}
+  assert all(len(runs) == 2 and runs[0]["steps_per_sec"] > 0 for runs in result["runs"].values())
