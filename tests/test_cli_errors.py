@@ -95,7 +95,7 @@ def test_help_still_works(tmp_path):
   assert "optim" in proc.stdout
 
 
-def test_validating_the_same_config_again_gives_an_independent_equal_spec():
+def test_validating_the_same_config_again_gives_an_independent_equal_spec(monkeypatch):
   """The command line validates each job twice (before Hydra, then in the job); the second is a copy."""
   import jaxtrain
   from jaxtrain.config.validate import validate
@@ -110,3 +110,9 @@ def test_validating_the_same_config_again_gives_an_independent_equal_spec():
   assert validate(jaxtrain.compose(["trainer.steps=8"])).config.trainer.steps == 8
   with pytest.raises(ConfigError):  # a bad config after a good one still fails
     validate(jaxtrain.compose(["trainer.steps=-1"]))
+  # The same text resolving to another value is validated anew.
+  monkeypatch.setenv("JAXTRAIN_TEST_RUN_NAME", "first")
+  named = jaxtrain.compose(["run.name=${oc.env:JAXTRAIN_TEST_RUN_NAME}"])
+  assert validate(named).config.run.name == "first"
+  monkeypatch.setenv("JAXTRAIN_TEST_RUN_NAME", "second")
+  assert validate(named).config.run.name == "second"

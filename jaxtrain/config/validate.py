@@ -30,16 +30,9 @@ class RunSpec:
   raw: DictConfig  # the composed config without the `hydra` node, for the run's records
 
 
-def without_hydra(cfg: DictConfig) -> DictConfig:
-  """A copy of `cfg` without Hydra's own node."""
-  data = OmegaConf.to_container(cfg, resolve=False)
-  data.pop("hydra", None)
-  return OmegaConf.create(data)
-
-
-# The last config that passed, as plain data, and its RunSpec: the command line validates every
-# job before Hydra starts and the job validates the config Hydra hands it again (~70 ms a time).
-_last_valid: tuple[dict, RunSpec] | None = None
+# The last config that passed, as plain data (as written and resolved), and its RunSpec: the
+# command line validates a job's config and the job validates it again (~70 ms a time).
+_last_valid: tuple[tuple[dict, dict], RunSpec] | None = None
 
 
 def validate(cfg: DictConfig) -> RunSpec:
@@ -47,11 +40,19 @@ def validate(cfg: DictConfig) -> RunSpec:
   global _last_valid
   data = OmegaConf.to_container(cfg, resolve=False)
   data.pop("hydra", None)
-  if _last_valid is not None and _last_valid[0] == data:
-    return _copy_of(_last_valid[1], OmegaConf.create(data))
-  spec = _validate(OmegaConf.create(data))
-  _last_valid = (copy.deepcopy(data), spec)
-  return _copy_of(spec, spec.raw)
+  raw = OmegaConf.create(data)
+  try:
+    # Resolved too: the typed config holds resolved values, and a resolver (an environment
+    # variable, the time) may give another value for the same text.
+    key = (data, OmegaConf.to_container(raw, resolve=True))
+  except OmegaConfBaseException:
+    key = None  # not resolvable here: validation below names the key at fault
+  if key is not None and _last_valid is not None and _last_valid[0] == key:
+    return _copy_of(_last_valid[1], raw)
+  spec = _validate(raw)
+  if key is not None:
+    _last_valid = (copy.deepcopy(key), spec)
+  return _copy_of(spec, OmegaConf.create(data))
 
 
 def _copy_of(spec: RunSpec, raw: DictConfig) -> RunSpec:
