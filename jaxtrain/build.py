@@ -15,7 +15,7 @@ from jaxtrain.core import mesh as mesh_lib
 from jaxtrain.core import precision
 from jaxtrain.core import sharding as sharding_lib
 from jaxtrain.core.compile import ShapeCompiledStep
-from jaxtrain.core.guard import guarded
+from jaxtrain.core.guard import StepGuard, guarded
 from jaxtrain.core.optim import make_optimizer, make_schedule, optimizer_steps
 from jaxtrain.core.state import TrainState, init_state_fn
 from jaxtrain.data import mining, pipeline, validation
@@ -108,6 +108,9 @@ def build(spec: RunSpec) -> Engine:
   task.compute_dtype = precision.compute_dtype(cfg.trainer.precision)
   task.remat = cfg.model.remat
   task.grad_norm = cfg.trainer.grad_norm
+  if cfg.trainer.skip_nonfinite or cfg.trainer.spike_zscore is not None:
+    task.guard = StepGuard(skip_nonfinite=cfg.trainer.skip_nonfinite, spike_zscore=cfg.trainer.spike_zscore,
+                           spike_window=cfg.trainer.spike_window)
   task.mesh = mesh
   init = init_state_fn(task.init, tx, cfg.trainer.ema_decay, task.init_extra)
   rng = jax.random.PRNGKey(cfg.trainer.seed)
@@ -122,9 +125,8 @@ def build(spec: RunSpec) -> Engine:
   put_batch = pipeline.global_batch_putter(batch_sharding)
   example_shardings = jax.tree.map(lambda _: batch_sharding, example)
   step_fn = task.train_step()
-  if cfg.trainer.skip_nonfinite or cfg.trainer.spike_zscore is not None:
-    step_fn = guarded(step_fn, skip_nonfinite=cfg.trainer.skip_nonfinite, spike_zscore=cfg.trainer.spike_zscore,
-                      spike_window=cfg.trainer.spike_window)
+  if task.guard is not None:
+    step_fn = guarded(step_fn, task.guard)  # as it is when the step guards its own update
   if train_stream.mining_table is not None:
     # The step also reports each example's loss, from the step's own loss function: XLA shares the forward pass.
     step_fn = mining.with_example_losses(step_fn, task.step_loss(train=True))

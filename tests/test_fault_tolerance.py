@@ -426,6 +426,37 @@ def test_spike_is_skipped_only_after_warmup():
 # Signals
 
 
+def test_default_step_guards_its_update_as_the_wrapper_does():
+  """The default step skips a bad update under lax.cond; the generic wrapper keeps the old state by a
+  select afterwards. Same states and guard metrics over good, NaN and spiking steps."""
+  from jaxtrain.core.guard import StepGuard, guarded
+  from jaxtrain.core.state import TrainState
+  from jaxtrain.core.step import make_train_step
+
+  def loss_fn(params, model_state, scale, rng, train):
+    return scale * jnp.sum(jnp.square(params["w"])), ({}, model_state)
+
+  guard = StepGuard(skip_nonfinite=True, spike_zscore=4.0, spike_window=4)
+  inline = make_train_step(loss_fn, guard=guard)
+  wrapped = guarded(make_train_step(loss_fn), guard)
+  assert inline.guards_updates and guarded(inline, guard) is inline
+  tx = optax.adamw(optax.constant_schedule(1e-2))
+  states = [TrainState.create(params={"w": jnp.arange(3.0)}, tx=tx, rng=jax.random.PRNGKey(0))] * 2
+  steps = [jax.jit(inline), jax.jit(wrapped)]
+  scales = [1.0, 1.1, 0.9, 1.0, 1.05, float("nan"), 1.0, 500.0, 0.95, 1.0]
+  skipped = []
+  for scale in scales:
+    outs = [step(state, jnp.float32(scale)) for step, state in zip(steps, states)]
+    states = [state for state, _ in outs]
+    chex.assert_trees_all_close(jax.device_get(states[0]), jax.device_get(states[1]), rtol=1e-6)
+    (m_inline, m_wrapped) = [jax.device_get(m) for _, m in outs]
+    for key in ("skipped", "bad_steps", "grad_norm"):
+      np.testing.assert_allclose(m_inline[key], m_wrapped[key], rtol=1e-6)
+    skipped.append(float(m_inline["skipped"]))
+  assert skipped == [0, 0, 0, 0, 0, 1, 0, 1, 0, 0]
+  assert int(states[0].step) == len(scales) and int(states[0].guard.total_skipped) == 2
+
+
 def test_second_sigint_raises_keyboard_interrupt_and_handlers_are_restored():
   from jaxtrain.preemption import PreemptionWatcher
 

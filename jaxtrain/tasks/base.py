@@ -26,7 +26,8 @@ class Task(abc.ABC):
   Before calling `init` or `train_step`, the engine sets `total_steps` (the
   run's length in train steps), for tasks that build schedules of their own,
   `compute_dtype` (trainer.precision), `remat` (model.remat), `grad_norm`
-  (trainer.grad_norm), `mesh` and `dataset_names`.
+  (trainer.grad_norm), `guard` (trainer.skip_nonfinite, spike_zscore), `mesh` and
+  `dataset_names`.
   """
 
   config_class: type
@@ -41,6 +42,9 @@ class Task(abc.ABC):
   remat_in_model: bool = False
   # trainer.grad_norm: whether the default train step reports (and the guard checks) grad_norm.
   grad_norm: bool = True
+  # trainer.skip_nonfinite / spike_zscore: the StepGuard the default train step asks before
+  # updating (None: no guard). A task's own step is wrapped by core.guard.guarded instead.
+  guard: Any = None
   # The device mesh, for losses with per-device code (core/per_device.py).
   mesh: Any = None
   # The run's datasets in order (a batch's "dataset" key indexes it), for per-dataset
@@ -120,7 +124,7 @@ class Task(abc.ABC):
 
   def train_step(self) -> TrainStep:
     """The pure train step; override for several optimizers or custom updates."""
-    return make_train_step(self.step_loss(train=True), grad_norm=self.grad_norm)
+    return make_train_step(self.step_loss(train=True), grad_norm=self.grad_norm, guard=self.guard)
 
   def eval_step(self) -> EvalStep:
     """The pure eval step returning weighted metric sums."""
