@@ -108,9 +108,14 @@ def build(spec: RunSpec) -> Engine:
   task.compute_dtype = precision.compute_dtype(cfg.trainer.precision)
   task.remat = cfg.model.remat
   task.grad_norm = cfg.trainer.grad_norm
+  guard = None
   if cfg.trainer.skip_nonfinite or cfg.trainer.spike_zscore is not None:
-    task.guard = StepGuard(skip_nonfinite=cfg.trainer.skip_nonfinite, spike_zscore=cfg.trainer.spike_zscore,
-                           spike_window=cfg.trainer.spike_window)
+    guard = StepGuard(skip_nonfinite=cfg.trainer.skip_nonfinite, spike_zscore=cfg.trainer.spike_zscore,
+                      spike_window=cfg.trainer.spike_window)
+  # The default step skips a bad update under lax.cond on CPUs and TPUs. On GPUs a conditional
+  # may read its predicate on the host in the middle of the step, stalling the queue of
+  # dispatched steps, so there the step is wrapped by `guarded` (a select after the update).
+  task.guard = guard if mesh.devices.flat[0].platform != "gpu" else None
   task.mesh = mesh
   init = init_state_fn(task.init, tx, cfg.trainer.ema_decay, task.init_extra)
   rng = jax.random.PRNGKey(cfg.trainer.seed)
@@ -125,8 +130,8 @@ def build(spec: RunSpec) -> Engine:
   put_batch = pipeline.global_batch_putter(batch_sharding)
   example_shardings = jax.tree.map(lambda _: batch_sharding, example)
   step_fn = task.train_step()
-  if task.guard is not None:
-    step_fn = guarded(step_fn, task.guard)  # as it is when the step guards its own update
+  if guard is not None:
+    step_fn = guarded(step_fn, guard)  # as it is when the step guards its own update
   if train_stream.mining_table is not None:
     # The step also reports each example's loss, from the step's own loss function: XLA shares the forward pass.
     step_fn = mining.with_example_losses(step_fn, task.step_loss(train=True))

@@ -4,9 +4,9 @@ and (optionally) loss spikes far above the recent average.
 A `StepGuard` judges a step from its loss, its gradient norm and the loss
 statistics carried in the state (`GuardState`), and keeps those statistics.
 The default train step (core/step.py) asks it before updating and runs the
-update under `lax.cond`, as `optax.apply_if_finite` does; `guarded` wraps any
-other step (a task's own, with several optimizers) and keeps its old state by a
-select after the fact.
+update under `lax.cond`, as `optax.apply_if_finite` does (on CPUs and TPUs:
+build.py); `guarded` wraps any other step (a task's own, with several
+optimizers, or any step on GPUs) and keeps its old state by a select after the fact.
 """
 
 from __future__ import annotations
