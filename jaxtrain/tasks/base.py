@@ -43,7 +43,8 @@ class Task(abc.ABC):
   # trainer.grad_norm: whether the default train step reports (and the guard checks) grad_norm.
   grad_norm: bool = True
   # trainer.skip_nonfinite / spike_zscore: the StepGuard the default train step asks before
-  # updating (None: no guard). A task's own step is wrapped by core.guard.guarded instead.
+  # updating. None: no guard, or a GPU run; build.py then wraps the step with core.guard.guarded,
+  # as it does a task's own step.
   guard: Any = None
   # The device mesh, for losses with per-device code (core/per_device.py).
   mesh: Any = None
