@@ -26,8 +26,6 @@ from jaxtrain.errors import ConfigError, TrainingDiverged
 from jaxtrain.preemption import Preempted
 from jaxtrain.tasks.registry import load_plugins
 
-HYDRA_VERSION_BASE = "1.3"
-
 
 def _report(err: Exception) -> None:
   kind = "stopped" if isinstance(err, Preempted) else "error"
@@ -90,7 +88,7 @@ def _run_with_hydra_main(argv: list[str]) -> None:
     sys.argv = [sys.argv[0], *argv]
   try:
     hydra.main(config_path=compose_lib.config_dir(), config_name=compose_lib.CONFIG_NAME,
-               version_base=HYDRA_VERSION_BASE)(_job)()
+               version_base=compose_lib.HYDRA_VERSION_BASE)(_job)()
   finally:
     if scratch is not None:
       shutil.rmtree(scratch, ignore_errors=True)
@@ -123,7 +121,7 @@ def _run_once(argv: Sequence[str]) -> None:
   from hydra.core.utils import run_job
   from hydra.types import HydraContext, RunMode
 
-  version.setbase(HYDRA_VERSION_BASE)
+  version.setbase(compose_lib.HYDRA_VERSION_BASE)
   load_plugins()
   compose_lib.register()
   calling_file, calling_module = detect_calling_file_or_module_from_task_function(_job)

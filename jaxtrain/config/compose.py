@@ -21,6 +21,8 @@ from jaxtrain.track import rundir
 
 SCHEMA_NAME = "jaxtrain_schema"
 CONFIG_NAME = "config"
+# Hydra's defaults of this version (the working directory stays unchanged), wherever Hydra starts.
+HYDRA_VERSION_BASE = "1.3"
 
 
 def config_dir() -> str:
@@ -62,7 +64,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
   overrides = list(overrides)
   GlobalHydra.instance().clear()
   try:
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="jaxtrain"):
+    with initialize_config_dir(config_dir=config_dir(), version_base=HYDRA_VERSION_BASE, job_name="jaxtrain"):
       return checked(lambda: hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True), overrides)
   finally:
     GlobalHydra.instance().clear()
@@ -107,7 +109,7 @@ def _sibling_keys(full_key: str) -> list[str]:
   parent = full_key.rpartition(".")[0]
   GlobalHydra.instance().clear()
   try:
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="jaxtrain"):
+    with initialize_config_dir(config_dir=config_dir(), version_base=HYDRA_VERSION_BASE, job_name="jaxtrain"):
       node = hydra_compose(CONFIG_NAME)
     if parent:
       node = OmegaConf.select(node, parent)
