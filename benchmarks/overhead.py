@@ -22,14 +22,17 @@ same optimizer (AdamW, lr 1e-3, warmup_cosine with 100 warmup steps, weight deca
   compiled train and eval steps on jaxtrain's initial state.
 - jaxtrain_no_grad_norm: jaxtrain with `trainer.grad_norm=false`, whose step
   does the minimal step's work plus a check of the loss.
+- jaxtrain_minimal_step: jaxtrain with `trainer.grad_norm=false
+  trainer.skip_nonfinite=false`, whose step does exactly the minimal step's work.
 - jaxtrain_loop_only and bare: jaxtrain with evaluation, loss reads and
   checkpoints pushed past the last step, and the hand-written loop training
   alone: the loop alone against training alone.
 
 jaxtrain / bare_same_step is the loop's overhead (the same compiled step and the
 same work around it); jaxtrain / bare_same_work adds what the default step's
-guard and metrics cost; jaxtrain_no_grad_norm / bare_same_work compares the
-same step work written both ways; jaxtrain_loop_only / bare is the loop with no actions;
+guard and metrics cost; jaxtrain_minimal_step / bare_same_work compares the
+same step work written both ways (jaxtrain_no_grad_norm / bare_same_work the
+same plus jaxtrain's non-finite guard); jaxtrain_loop_only / bare is the loop with no actions;
 jaxtrain / bare what the actions cost, all told. `--threads 1` runs XLA on one
 core and leaves the other to the host, as an accelerator would.
 
@@ -291,6 +294,7 @@ WORKLOADS = {"ae-digits": [], "lm-tiny": ["task=lm"]}
 LOOPS = {
     "jaxtrain": "jaxtrain, default actions",
     "jaxtrain_no_grad_norm": "jaxtrain, trainer.grad_norm=false",
+    "jaxtrain_minimal_step": "jaxtrain, no grad_norm, no guard",
     "bare_same_step": "bare loop, jaxtrain's step, same work",
     "bare_same_work": "bare jax.jit + the same evals/reads/saves",
     "jaxtrain_loop_only": "jaxtrain, no eval/log/checkpoint",
@@ -301,8 +305,10 @@ RATIOS = {
     "jaxtrain/bare_same_step": ("jaxtrain", "bare_same_step"),
     # All told: the same work with a minimal hand-written step (no non-finite guard, no grad_norm).
     "jaxtrain/bare_same_work": ("jaxtrain", "bare_same_work"),
-    # The same step work on both sides: jaxtrain without the gradient-norm pass against the minimal
-    # hand-written step (jaxtrain's step still guards the loss, which costs no measurable time).
+    # The same step work on both sides: jaxtrain's step without the gradient-norm pass and the
+    # non-finite guard against the minimal hand-written step.
+    "jaxtrain_minimal_step/bare_same_work": ("jaxtrain_minimal_step", "bare_same_work"),
+    # The same, jaxtrain's step still guarding its update against a non-finite loss.
     "jaxtrain_no_grad_norm/bare_same_work": ("jaxtrain_no_grad_norm", "bare_same_work"),
     # The loop alone (Grain iterator, device put, step dispatch, action checks) against training alone.
     "jaxtrain_loop_only/bare": ("jaxtrain_loop_only", "bare"),
@@ -325,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--threads", type=int, default=None,
                       help="XLA compute threads (default: XLA's own choice, every core)")
   parser.add_argument("--loops", nargs="+", choices=list(LOOPS), default=list(LOOPS),
-                      help="run only these loops (default: all six); ratios whose two loops ran are reported. "
+                      help="run only these loops (default: all seven); ratios whose two loops ran are reported. "
                            "`--loops jaxtrain bare_same_step` gives the loop's overhead alone, so the same time "
                            "buys three times the repeats")
   args = parser.parse_args(argv)
@@ -359,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       if name == "jaxtrain_no_grad_norm":
         return run_jaxtrain(args.steps, [*args.override, "trainer.grad_norm=false"], Path(tmp) / "no_grad_norm",
                             index)
+      if name == "jaxtrain_minimal_step":
+        return run_jaxtrain(args.steps, [*args.override, "trainer.grad_norm=false", "trainer.skip_nonfinite=false"],
+                            Path(tmp) / "minimal_step", index)
       if name == "jaxtrain_loop_only":
         return run_jaxtrain(args.steps, [*args.override, *quiet], Path(tmp) / "loop_only", index)
       if name == "bare_same_work":

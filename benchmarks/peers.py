@@ -13,8 +13,12 @@ interleaved `--repeats` times:
   steps/s is the summary's `train_steps_per_sec` (compilation excluded).
 - bare: benchmarks/overhead.py's hand-written `jax.jit` loop of the same model, optax
   calls and batches, doing the same work as jaxtrain's default actions by hand (a loss
-  read every 50 steps, evaluation every 250, an async Orbax checkpoint every 500): the
-  limit jaxtrain is held to.
+  read every 50 steps, evaluation every 250, an async Orbax checkpoint every 500), around
+  the minimal step a user would write (the task's loss and AdamW).
+- bare_same_step: the same hand-written loop and work around jaxtrain's own compiled
+  train and eval steps (the default step: non-finite guard and gradient norm included).
+  jaxtrain / bare_same_step is the loop's overhead, the limit jaxtrain is held to;
+  jaxtrain / bare adds what the default step's guard and gradient norm cost.
 - pytorch: a hand-written loop (`zero_grad`, forward, `backward`, `step`,
   scheduler step); each batch is a numpy gather + `torch.from_numpy`.
 - lightning: a `LightningModule` run by `lightning.Trainer(max_steps=N)` on one CPU
@@ -129,7 +133,7 @@ def run_pytorch(work: Workload, warmup_steps: int) -> dict[str, Any]:
     opt.step()
     sched.step()
   seconds = time.perf_counter() - start
-  return {"steps_per_sec": round((work.steps - warmup_steps) / seconds, 3), "final_train_loss": float(loss)}
+  return {"steps_per_sec": round((work.steps - warmup_steps) / seconds, 3), "final_train_loss": loss.item()}
 
 
 def run_lightning(work: Workload, warmup_steps: int, root: Path) -> dict[str, Any]:
@@ -216,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
   machine = machine_info()
-  names = ["jaxtrain", "bare"]
+  names = ["jaxtrain", "bare_same_step", "bare"]
   for peer, module in (("pytorch", "torch"), ("lightning", "lightning")):
     if peer not in args.peers.split(","):
       continue
@@ -242,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
   work = Workload(args.steps)
   bare = BareLoop(args.steps, [])
+  bare_same_step = BareLoop(args.steps, [], step="jaxtrain")
   runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
   with tempfile.TemporaryDirectory(prefix="jaxtrain_peers_") as tmp:
     def one(name: str, index: int) -> dict[str, Any]:
@@ -249,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run_jaxtrain(args.steps, [], Path(tmp), index)
       if name == "bare":
         return bare.run(checkpoint_dir=Path(tmp) / f"bare_checkpoints_{index}")
+      if name == "bare_same_step":
+        return bare_same_step.run(checkpoint_dir=Path(tmp) / f"bare_same_step_checkpoints_{index}")
       if name == "pytorch":
         return run_pytorch(work, args.warmup_steps)
       return run_lightning(work, args.warmup_steps, Path(tmp) / f"lightning_{index}")
@@ -261,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       for name in order:
         res = one(name, r)
         runs[name].append(res)
-        print(f"  repeat {r + 1}/{args.repeats}  {name:9s}  {res['steps_per_sec']:9.1f} steps/s")
+        print(f"  repeat {r + 1}/{args.repeats}  {name:14s}  {res['steps_per_sec']:9.1f} steps/s")
 
   medians = {name: statistics.median(r["steps_per_sec"] for r in runs[name]) for name in names}
   ratios = {peer: [j["steps_per_sec"] / p["steps_per_sec"] for j, p in zip(runs["jaxtrain"], runs[peer])]
@@ -282,12 +289,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "runs": runs,
   }
   print()
-  print("| framework  | median steps/s | min    | max    | median ratio jaxtrain/this |")
-  print("|------------|---------------:|-------:|-------:|---------------------------:|")
+  print("| framework      | median steps/s | min    | max    | median ratio jaxtrain/this |")
+  print("|----------------|---------------:|-------:|-------:|---------------------------:|")
   for name in names:
     sps = [r["steps_per_sec"] for r in runs[name]]
     ratio = f"{statistics.median(ratios[name]):.3f}" if name in ratios else "1"
-    print(f"| {name:10s} | {medians[name]:14.1f} | {min(sps):6.1f} | {max(sps):6.1f} | {ratio:>26s} |")
+    print(f"| {name:14s} | {medians[name]:14.1f} | {min(sps):6.1f} | {max(sps):6.1f} | {ratio:>26s} |")
   print(f"load average at end: {result['loadavg_at_end']}")
   if args.out:
     append_result(args.out, result)

@@ -95,31 +95,33 @@ def test_peers_prints_ratio_table(capsys, monkeypatch):
   result = load("peers").main(["--steps", "12", "--warmup-steps", "2", "--repeats", "1", "--warmup-runs", "0",
                                   "--peers", "pytorch"])
   table = capsys.readouterr().out
-  assert "| pytorch    |" in table and "jaxtrain/pytorch" in result["ratio_median"]
-  assert "jaxtrain/bare" in result["ratio_median"]
+  assert "| pytorch        |" in table and "jaxtrain/pytorch" in result["ratio_median"]
+  assert {"jaxtrain/bare", "jaxtrain/bare_same_step"} <= set(result["ratio_median"])
 
 
 def test_peers_compares_with_the_bare_jit_loop_in_the_same_run(capsys, monkeypatch):
-  # No torch needed: the bare jax.jit loop is always one of the runs.
+  # No torch needed: both bare jax.jit loops (the minimal step, jaxtrain's step) are always runs.
   monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
   result = load("peers").main(["--steps", "12", "--repeats", "1", "--warmup-runs", "0", "--peers", ""])
   table = capsys.readouterr().out
-  assert "| bare       |" in table
-  assert set(result["ratio_median"]) == {"jaxtrain/bare"}
-  run = result["runs"]["bare"][0]
-  assert run["steps_per_sec"] > 0 and run["final_train_loss"] > 0
+  assert "| bare           |" in table and "| bare_same_step |" in table
+  assert set(result["ratio_median"]) == {"jaxtrain/bare", "jaxtrain/bare_same_step"}
+  for name in ("bare", "bare_same_step"):
+    run = result["runs"][name][0]
+    assert run["steps_per_sec"] > 0 and 0 < run["final_train_loss"] < 1
 
 
-def test_overhead_reports_the_five_ratios_from_one_run(capsys):
+def test_overhead_reports_the_six_ratios_from_one_run(capsys):
   result = load("overhead").main(["--steps", "12", "--repeats", "1", "--warmup", "0"])
   table = capsys.readouterr().out
   assert "| bare jax.jit + the same evals/reads/saves |" in table
   assert "| bare loop, jaxtrain's step, same work     |" in table
   assert set(result["ratio_median"]) == {"jaxtrain/bare_same_step", "jaxtrain/bare_same_work",
+                                         "jaxtrain_minimal_step/bare_same_work",
                                          "jaxtrain_no_grad_norm/bare_same_work", "jaxtrain_loop_only/bare",
                                          "jaxtrain/bare"}
   runs = result["runs"]
-  assert runs["jaxtrain"][0]["compilations"] == 1 and runs["jaxtrain_loop_only"][0]["compilations"] == 1
+  assert all(runs[name][0]["compilations"] == 1 for name in runs if name.startswith("jaxtrain"))
   assert all(runs[name][0]["steps_per_sec"] > 0 for name in runs)
   # Both hand-written loops train the same model on the same batches as jaxtrain.
   losses = [runs[name][0]["final_train_loss"] for name in ("bare_same_step", "bare_same_work", "bare")]
