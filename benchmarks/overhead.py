@@ -205,6 +205,7 @@ class BareLoop:
     self._step = jax.jit(train_step, donate_argnums=0)
     self._eval = jax.jit(eval_step)
     self._sharding = None  # batches on the default device (device_put's default)
+    self.compiled_step = None  # jaxtrain's executable, when the loop calls it
     if step == "jaxtrain":
       self._use_jaxtrain_steps(spec)
     elif step != "hand":
@@ -223,7 +224,7 @@ class BareLoop:
     self._sharding = mesh_lib.batch_sharding(engine.mesh)
     initial = engine.state
     self._init = lambda rng: jax.tree.map(jnp.copy, initial)  # every run starts from the engine's state
-    train_step = engine.train_step.compile(initial, self.batch(0))
+    train_step = self.compiled_step = engine.train_step.compile(initial, self.batch(0))
 
     def step_and_loss(state, batch):
       state, metrics = train_step(state, batch)

@@ -135,3 +135,15 @@ def test_overhead_runs_only_the_loops_asked_for(capsys):
   assert set(result["runs"]) == {"jaxtrain", "bare_same_step"} and "| bare jax.jit, train only" not in table
   assert set(result["ratio_median"]) == {"jaxtrain/bare_same_step"}
   assert all(len(runs) == 2 and runs[0]["steps_per_sec"] > 0 for runs in result["runs"].values())
+
+
+def test_step_cost_compares_every_part_of_the_step_with_the_hand_step(capsys):
+  result = load("step_cost").main(["--alternations", "2", "--chunk", "3", "--warmup", "2"])
+  table = capsys.readouterr().out
+  rows = result["rows"]
+  assert list(rows) == ["hand", "hand_mesh_put", "jaxtrain_minimal", "jaxtrain_guard", "jaxtrain_default"]
+  assert rows["hand"]["speed_vs_hand_wall"] == 1.0 and "| jaxtrain_default  |" in table
+  assert all(row["steps_per_sec_median"] > 0 and row["bytes_accessed"] > 0 for row in rows.values())
+  # XLA's account of each executable: the guard's lax.cond changes what the step reads and writes.
+  assert all(row["hlo_copies"] >= 0 for row in rows.values())
+  assert rows["jaxtrain_guard"]["bytes_accessed"] != rows["jaxtrain_minimal"]["bytes_accessed"]
