@@ -128,6 +128,9 @@ def run_jaxtrain(steps: int, overrides: Sequence[str], root: Path, index: int) -
       "checkpoint_blocking_seconds": s["checkpoint_blocking_seconds"],
       "compilations": s["train_step_compilations"],
       "final_val_loss": s["final_metrics"].get("val/loss"),
+      # Tasks that count their cost per step (lm): tokens/s, and MFU where the device's peak is known.
+      "tokens_per_sec": s.get("train_tokens_per_sec"),
+      "mfu": s.get("train_mfu"),
   }
 
 

@@ -147,3 +147,45 @@ def test_step_cost_compares_every_part_of_the_step_with_the_hand_step(capsys):
   # XLA's account of each executable: the guard's lax.cond changes what the step reads and writes.
   assert all(row["hlo_copies"] >= 0 for row in rows.values())
   assert rows["jaxtrain_guard"]["bytes_accessed"] != rows["jaxtrain_minimal"]["bytes_accessed"]
+
+
+def test_peers_lm_trains_the_same_transformer_in_pytorch(capsys, monkeypatch):
+  pytest.importorskip("torch")
+  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+  peers_lm = load("peers_lm")
+  result = peers_lm.main(["--steps", "6", "--warmup-steps", "2", "--repeats", "1", "--warmup-runs", "0",
+                          "--device", "cpu", "--override", "trainer.eval_every=6", "--override", "checkpoint.every=6"])
+  table = capsys.readouterr().out
+  assert "| pytorch          |" in table and set(result["ratio_median"]) == {"jaxtrain/pytorch"}
+  # The same network: the task's own parameter count (checked by the script before timing).
+  assert result["params"] == 147_776
+  for name in ("jaxtrain", "pytorch"):
+    run = result["runs"][name][0]
+    assert run["tokens_per_sec"] > 0 and run["mfu"] is None  # a CPU has no known peak
+  # From the same initialisation scale, a few steps from a uniform guess over 256 bytes (ln 256 = 5.55).
+  assert 3.0 < result["runs"]["pytorch"][0]["final_train_loss"] < 5.6
+
+
+@pytest.mark.parametrize("variant", [
+    dict(positions="learned", mlp="gelu", norm="layer", tie_embeddings=False),
+    dict(positions="rope", mlp="swiglu", norm="rms", tie_embeddings=True),
+])
+def test_the_pytorch_transformer_has_the_lm_tasks_param_count_in_every_variant(variant):
+  pytest.importorskip("torch")
+  from jaxtrain.models.transformer import TransformerShape, count_params
+
+  shape = TransformerShape(seq_len=32, d_model=48, n_layers=3, n_heads=4, d_ff=96, **variant)
+  assert load("peers_lm").torch_param_count(shape) == count_params(shape)["total"]
+
+
+def test_the_pytorch_rope_rotates_as_the_lm_tasks():
+  torch = pytest.importorskip("torch")
+  import jax.numpy as jnp
+  import numpy as np
+
+  from jaxtrain.models.transformer import rope
+
+  x = np.random.default_rng(0).normal(size=(2, 7, 3, 8)).astype(np.float32)  # [B, T, H, D]
+  expected = np.asarray(rope(jnp.asarray(x), jnp.arange(7)))
+  got = load("peers_lm").torch_rope(torch.from_numpy(x).permute(0, 2, 1, 3)).permute(0, 2, 1, 3).numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
