@@ -144,6 +144,10 @@ class BareLoop:
   nothing else). `step="jaxtrain"`: the loop calls jaxtrain's own compiled train and eval
   steps (the task's step with the default non-finite guard and its metrics, grad_norm
   among them), so only the loop around them differs from jaxtrain's.
+
+  For other scripts: `init_state(rng)`, `step_fn(state, batch) -> (state, loss)`,
+  `batch(i)` (put with `batch_sharding`; None = the default device) and, with jaxtrain's
+  step, its executable `compiled_step`.
   """
 
   def __init__(self, steps: int, overrides: Sequence[str], step: str = "hand"):
@@ -204,10 +208,10 @@ class BareLoop:
       params, model_state, _ = state
       return task.loss(params, model_state, batch, rng, False)[0]
 
-    self._init = jax.jit(init)
-    self._step = jax.jit(train_step, donate_argnums=0)
+    self.init_state = jax.jit(init)
+    self.step_fn = jax.jit(train_step, donate_argnums=0)
     self._eval = jax.jit(eval_step)
-    self._sharding = None  # batches on the default device (device_put's default)
+    self.batch_sharding = None  # batches on the default device (device_put's default)
     self.compiled_step = None  # jaxtrain's executable, when the loop calls it
     if step == "jaxtrain":
       self._use_jaxtrain_steps(spec)
@@ -224,16 +228,16 @@ class BareLoop:
     from jaxtrain.core.step import WEIGHT_KEY
 
     engine = build(spec)
-    self._sharding = mesh_lib.batch_sharding(engine.mesh)
+    self.batch_sharding = mesh_lib.batch_sharding(engine.mesh)
     initial = engine.state
-    self._init = lambda rng: jax.tree.map(jnp.copy, initial)  # every run starts from the engine's state
+    self.init_state = lambda rng: jax.tree.map(jnp.copy, initial)  # every run starts from the engine's state
     train_step = self.compiled_step = engine.train_step.compile(initial, self.batch(0))
 
     def step_and_loss(state, batch):
       state, metrics = train_step(state, batch)
       return state, metrics["loss"]
 
-    self._step = step_and_loss
+    self.step_fn = step_and_loss
 
     def eval_loss(state, batch):
       sums = engine.eval_step(state, batch)  # compiled at its first call, before the clock
@@ -247,7 +251,7 @@ class BareLoop:
     import jax
 
     idx = self.indices[i]
-    return jax.device_put({k: v[idx] for k, v in self.train.items()}, self._sharding)
+    return jax.device_put({k: v[idx] for k, v in self.train.items()}, self.batch_sharding)
 
   def run(self, checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Trains `steps` steps; with `checkpoint_dir`, also evaluates, reads the loss and
@@ -256,24 +260,24 @@ class BareLoop:
     import orbax.checkpoint as ocp
 
     same_work = checkpoint_dir is not None
-    state = self._init(jax.random.PRNGKey(self.seed))
+    state = self.init_state(jax.random.PRNGKey(self.seed))
     # Compile and warm up on a throwaway copy, so the timed run starts at step 0.
     warm_state = jax.tree.map(lambda x: x.copy(), state)
     start = time.perf_counter()
-    warm = self._step(warm_state, self.batch(0))
+    warm = self.step_fn(warm_state, self.batch(0))
     jax.block_until_ready(warm)
     compile_seconds = time.perf_counter() - start
     del warm
     manager = None
     if same_work:
-      val_batches = [jax.device_put(b, self._sharding) for b in self.val_batches]
+      val_batches = [jax.device_put(b, self.batch_sharding) for b in self.val_batches]
       jax.block_until_ready(self._eval(state, val_batches[0]))  # compiled before the clock, as jaxtrain does
       manager = ocp.CheckpointManager(checkpoint_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
     start = time.perf_counter()
     loss = None
     for i in range(self.steps):
-      state, loss = self._step(state, self.batch(i))
+      state, loss = self.step_fn(state, self.batch(i))
       step = i + 1
       if same_work:
         if step % self.log_every == 0:

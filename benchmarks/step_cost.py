@@ -55,13 +55,13 @@ class StepVariant:
     import jax
 
     self.loop = loop
-    self.state = loop._init(jax.random.PRNGKey(loop.seed))
+    self.state = loop.init_state(jax.random.PRNGKey(loop.seed))
     self.executable = None
 
   def hlo_facts(self, batch: Any) -> dict[str, Any]:
     """Bytes accessed and copies of the compiled step, as XLA reports them."""
     # jaxtrain's step is already compiled; the hand step is a jax.jit function.
-    compiled = self.loop.compiled_step or self.loop._step.lower(self.state, batch).compile()
+    compiled = self.loop.compiled_step or self.loop.step_fn.lower(self.state, batch).compile()
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
     return {"bytes_accessed": analysis.get("bytes accessed"), "hlo_copies": compiled.as_text().count(" copy(")}
@@ -73,7 +73,7 @@ class StepVariant:
     wall, cpu = time.perf_counter(), time.process_time()
     state = self.state
     for i in range(start, start + count):
-      state, loss = self.loop._step(state, self.loop.batch(i))
+      state, loss = self.loop.step_fn(state, self.loop.batch(i))
     jax.block_until_ready(state)
     self.state = state
     return time.perf_counter() - wall, time.process_time() - cpu
@@ -83,7 +83,7 @@ def build_variants(overrides: Sequence[str]) -> dict[str, StepVariant]:
   jaxtrain_variants = {name: StepVariant(BareLoop(1, [*overrides, *extra], step="jaxtrain"))
                        for name, extra in JAXTRAIN_VARIANTS.items()}
   mesh_put = BareLoop(1, overrides)
-  mesh_put._sharding = jaxtrain_variants["jaxtrain_default"].loop._sharding  # the run's batch layout
+  mesh_put.batch_sharding = jaxtrain_variants["jaxtrain_default"].loop.batch_sharding  # the run's batch layout
   return {"hand": StepVariant(BareLoop(1, overrides)), "hand_mesh_put": StepVariant(mesh_put), **jaxtrain_variants}
 
 
