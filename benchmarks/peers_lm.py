@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import statistics
 import sys
@@ -45,6 +44,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import append_result, machine_info, run_jaxtrain, set_xla_threads  # noqa: E402
+from peers import Workload  # noqa: E402
 
 PRESETS = {"tiny": ["task=lm"], "small": ["+experiment=lm_small"], "base": ["+experiment=lm_base"],
            "1b": ["+experiment=lm_1b"]}
@@ -77,15 +77,7 @@ class LMWorkload:
   def batch(self, i: int) -> Any:
     return self.tokens[self.indices[i]]
 
-  def lr_factor(self, step: int) -> float:
-    """optax.warmup_cosine_decay_schedule(0, 1, warmup, steps, end) at `step`, as jaxtrain's schedule."""
-    warmup = int(self.schedule.warmup_steps)
-    if step < warmup:
-      return step / warmup
-    decay = max(self.steps, warmup + 1) - warmup
-    progress = min(step - warmup, decay) / decay
-    end = float(self.schedule.end_lr_factor)
-    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+  lr_factor = Workload.lr_factor  # the same warmup-cosine factor as the ae peers (reads schedule, steps)
 
 
 # ---------------------------------------------------------------------------- torch
