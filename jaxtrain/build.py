@@ -18,7 +18,7 @@ from jaxtrain.core.compile import ShapeCompiledStep
 from jaxtrain.core.guard import StepGuard, guarded
 from jaxtrain.core.optim import make_optimizer, make_schedule, optimizer_steps
 from jaxtrain.core.state import TrainState, init_state_fn
-from jaxtrain.data import mining, pipeline, validation
+from jaxtrain.data import block_put, mining, pipeline, validation
 from jaxtrain.data.sources import concatenated, load_datasets
 from jaxtrain.errors import ConfigError
 from jaxtrain.evaluators.base import EvalContext, Evaluator, build_evaluators, run_evaluators
@@ -55,8 +55,16 @@ class Engine:
     return run_evaluators(self.evaluators if evaluators is None else evaluators, state, self.eval_context)
 
   def train_iterator(self, data_cfg: Any) -> Any:
-    """A fresh Grain iterator over the train batches, prefetching to the devices."""
-    return pipeline.device_iterator(self.train_data, self.put_batch, data_cfg, self.mining_table)
+    """A fresh Grain iterator over the train batches, prefetching to the devices
+    (data.put_block of them per transfer where that applies: data/block_put.py)."""
+    blocks = None
+    if block_put.blocks_apply(data_cfg.put_block, data_cfg.device_prefetch, data_cfg.group_by_dataset,
+                              self.mining_table is not None):
+      example = self.train_data[0]
+      length = block_put.block_length(example, data_cfg.put_block)
+      if length > 1:
+        blocks = (block_put.BlockPut(mesh_lib.batch_sharding(self.mesh), example, length), length)
+    return pipeline.device_iterator(self.train_data, self.put_batch, data_cfg, self.mining_table, blocks)
 
 
 def total_train_steps(steps: int | None, epochs: float | None, steps_per_epoch: int) -> int:

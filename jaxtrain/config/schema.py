@@ -79,6 +79,9 @@ class DataConfig:
   read_threads: int = 2
   prefetch: int = 4
   device_prefetch: int = 2
+  # With device_prefetch 0, up to this many train batches (at most 8 MB of them) go to
+  # the devices in one transfer, which costs a small batch about as much as one batch.
+  put_block: int = 8
   # Several datasets: mixture weights, their curriculum over steps, per-example
   # sampling, hard-example mining; one dataset per batch with group_by_dataset.
   mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)

@@ -155,6 +155,7 @@ def _check_values(c: Config) -> None:
   _positive("trainer.early_stopping.patience", t.early_stopping.patience)
   _positive("data.batch_size", c.data.batch_size)
   _positive("data.eval_batch_size", c.data.eval_batch_size)
+  _positive("data.put_block", c.data.put_block)
   _choice("optim", c.optim.name, OPTIMIZERS)
   _positive("optim.lr", c.optim.lr)
   _positive("optim.accumulate", c.optim.accumulate)

@@ -20,6 +20,7 @@ import numpy as np
 from jaxtrain.config.schema import DataConfig
 from jaxtrain.data import grouping, mixture, weighted
 from jaxtrain.data.augment import Augmenter, augment_seed
+from jaxtrain.data.block_put import BlockPut, BlockPutIterDataset
 from jaxtrain.data.grouping import DATASET_KEY
 from jaxtrain.data.mining import INDEX_KEY, MinedStream, MiningStateIterDataset, MiningTable
 from jaxtrain.data.mining import check_config as check_mining_config
@@ -214,9 +215,11 @@ def eval_dataset(arrays: Arrays | Source, cfg: DataConfig, multiple_of: int = 1)
 
 
 def device_iterator(ds: grain.MapDataset, to_device: Callable[[Any], Any], cfg: DataConfig,
-                    mining_table: MiningTable | None = None) -> grain.DatasetIterator:
+                    mining_table: MiningTable | None = None,
+                    blocks: tuple[BlockPut, int] | None = None) -> grain.DatasetIterator:
   """Host threads (or data.worker_count processes) read ahead, then batches are put on
-  the devices ahead of use.
+  the devices ahead of use: one by one with `to_device`, or with `blocks` (a BlockPut and
+  its length) several per transfer.
 
   Every prefetch stage is Grain's own, so `get_state()` describes the batches
   the loop has consumed, not the ones still buffered; with mining it also holds
@@ -228,7 +231,7 @@ def device_iterator(ds: grain.MapDataset, to_device: Callable[[Any], Any], cfg: 
     # Grain's workers read absl flags; outside an absl program they must be marked parsed first.
     absl.flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
-  it_ds = it_ds.map(to_device)
+  it_ds = BlockPutIterDataset(it_ds, *blocks) if blocks is not None else it_ds.map(to_device)
   if cfg.device_prefetch > 0:  # 0: put each batch on the devices in the loop's thread
     it_ds = grain.experimental.ThreadPrefetchIterDataset(it_ds, prefetch_buffer_size=cfg.device_prefetch)
   if mining_table is not None:
