@@ -122,6 +122,7 @@ def run_jaxtrain(steps: int, overrides: Sequence[str], root: Path, index: int) -
   s = result.summary
   return {
       "steps_per_sec": s["train_steps_per_sec"],
+      "cpu_ms_per_step": s["train_cpu_ms_per_step"],
       "wall_seconds": round(wall, 3),
       "compile_seconds": s["compile_seconds"],
       "eval_seconds": s["eval_seconds"],
@@ -274,7 +275,7 @@ class BareLoop:
       jax.block_until_ready(self._eval(state, val_batches[0]))  # compiled before the clock, as jaxtrain does
       manager = ocp.CheckpointManager(checkpoint_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     loss = None
     for i in range(self.steps):
       state, loss = self.step_fn(state, self.batch(i))
@@ -288,10 +289,12 @@ class BareLoop:
           manager.save(step, args=ocp.args.StandardSave(state))
     jax.block_until_ready((state, loss))
     seconds = time.perf_counter() - start
+    cpu_ms_per_step = 1e3 * (time.process_time() - cpu_start) / self.steps
     if manager is not None:
       manager.wait_until_finished()
       manager.close()
-    return {"steps_per_sec": round(self.steps / seconds, 3), "first_call_seconds": round(compile_seconds, 3),
+    return {"steps_per_sec": round(self.steps / seconds, 3), "cpu_ms_per_step": round(cpu_ms_per_step, 3),
+            "first_call_seconds": round(compile_seconds, 3),
             "final_train_loss": float(loss)}
 
 
@@ -303,6 +306,7 @@ LOOPS = {
     "jaxtrain": "jaxtrain, default actions",
     "jaxtrain_no_grad_norm": "jaxtrain, trainer.grad_norm=false",
     "jaxtrain_minimal_step": "jaxtrain, no grad_norm, no guard",
+    "jaxtrain_one_put": "jaxtrain, data.put_block=1",
     "bare_same_step": "bare loop, jaxtrain's step, same work",
     "bare_same_work": "bare jax.jit + the same evals/reads/saves",
     "jaxtrain_loop_only": "jaxtrain, no eval/log/checkpoint",
@@ -311,6 +315,10 @@ LOOPS = {
 RATIOS = {
     # The loop's overhead: jaxtrain's own compiled steps, with the same work, in a loop written by hand.
     "jaxtrain/bare_same_step": ("jaxtrain", "bare_same_step"),
+    # What sending batches in blocks gains (data.put_block 8 against one transfer per batch).
+    "jaxtrain/jaxtrain_one_put": ("jaxtrain", "jaxtrain_one_put"),
+    # The loop's overhead with one transfer per batch, as the hand-written loop does.
+    "jaxtrain_one_put/bare_same_step": ("jaxtrain_one_put", "bare_same_step"),
     # All told: the same work with a minimal hand-written step (no non-finite guard, no grad_norm).
     "jaxtrain/bare_same_work": ("jaxtrain", "bare_same_work"),
     # The same step work on both sides: jaxtrain's step without the gradient-norm pass and the
@@ -339,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--threads", type=int, default=None,
                       help="XLA compute threads (default: XLA's own choice, every core)")
   parser.add_argument("--loops", nargs="+", choices=list(LOOPS), default=list(LOOPS),
-                      help="run only these loops (default: all seven); ratios whose two loops ran are reported. "
+                      help="run only these loops (default: all eight); ratios whose two loops ran are reported. "
                            "`--loops jaxtrain bare_same_step` gives the loop's overhead alone, so the same time "
                            "buys three times the repeats")
   args = parser.parse_args(argv)
@@ -376,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       if name == "jaxtrain_minimal_step":
         return run_jaxtrain(args.steps, [*args.override, "trainer.grad_norm=false", "trainer.skip_nonfinite=false"],
                             Path(tmp) / "minimal_step", index)
+      if name == "jaxtrain_one_put":
+        return run_jaxtrain(args.steps, [*args.override, "data.put_block=1"], Path(tmp) / "one_put", index)
       if name == "jaxtrain_loop_only":
         return run_jaxtrain(args.steps, [*args.override, *quiet], Path(tmp) / "loop_only", index)
       if name == "bare_same_work":
@@ -398,6 +408,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   sps = {name: [r["steps_per_sec"] for r in runs[name]] for name in loops}
   ratios = {label: [a / b for a, b in zip(sps[num], sps[den])]  # pairs from the same repeat
             for label, (num, den) in ratio_pairs.items()}
+  # The work each loop asks of the machine: the process's CPU time per step (every thread).
+  # Other load on a shared machine moves steps/s far more than it moves this.
+  cpu = {name: [r["cpu_ms_per_step"] for r in runs[name]] for name in loops}
+  cpu_ratios = {label: [b / a for a, b in zip(cpu[num], cpu[den])] for label, (num, den) in ratio_pairs.items()}
   result = {
       "benchmark": "overhead",
       "workload": args.workload,
@@ -410,6 +424,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "steps_per_sec_median": {name: round(statistics.median(v), 1) for name, v in sps.items()},
       "ratio_median": {label: round(statistics.median(v), 3) for label, v in ratios.items()},
+      "cpu_ms_per_step_median": {name: round(statistics.median(v), 3) for name, v in cpu.items()},
+      # As the steps/s ratios: above 1, the first loop needs less CPU per step.
+      "cpu_ratio_median": {label: round(statistics.median(v), 3) for label, v in cpu_ratios.items()},
       "loops": loops,
       "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
       "runs": runs,
@@ -421,13 +438,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   ratio_median_all_actions_over_train_only=round(statistics.median(ratios["jaxtrain/bare"]), 3))
 
   print()
-  print("| loop                                      | median steps/s | min    | max    |")
-  print("|-------------------------------------------|---------------:|-------:|-------:|")
+  print("| loop                                      | median steps/s | min    | max    | CPU ms/step |")
+  print("|-------------------------------------------|---------------:|-------:|-------:|------------:|")
   for name in loops:
     label = LOOPS[name]
-    print(f"| {label:41s} | {statistics.median(sps[name]):14.1f} | {min(sps[name]):6.1f} | {max(sps[name]):6.1f} |")
+    print(f"| {label:41s} | {statistics.median(sps[name]):14.1f} | {min(sps[name]):6.1f} | {max(sps[name]):6.1f} "
+          f"| {statistics.median(cpu[name]):11.3f} |")
   for label, values in ratios.items():
     print(f"median ratio {label:41s} {statistics.median(values):.3f}  (per repeat {', '.join(f'{x:.3f}' for x in values)})")
+    print(f"  CPU per step, inverse ratio {'':26s} {statistics.median(cpu_ratios[label]):.3f}")
   print(f"load average at end: {result['loadavg_at_end']}")
   if args.out:
     append_result(args.out, result)

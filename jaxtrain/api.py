@@ -292,6 +292,9 @@ def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, acti
       "final_metrics": book.last_eval,
       "stop_reason": book.stop_reason,
       "train_steps_per_sec": result.steps_per_sec and round(result.steps_per_sec, 3),
+      # CPU time of the whole process per step: on a CPU device mostly XLA computing, on an
+      # accelerator the host's own work. Unlike steps/s it barely moves with other load.
+      "train_cpu_ms_per_step": result.cpu_ms_per_step and round(result.cpu_ms_per_step, 3),
       **(throughput.summary(result.steps_per_sec) if throughput else {}),
       # Share of the loop's wall time blocked on the data pipeline (next(data_iterator)).
       "input_wait_fraction": result.input_wait_fraction and round(result.input_wait_fraction, 4),

@@ -32,6 +32,8 @@ class FitResult:
   stopped_early: bool
   preempted: bool = False
   input_wait_seconds: float = 0.0  # in next(data_iterator) with no dispatched step still running
+  # The process's CPU time over the same span (every thread: the loop, XLA's CPU compute, data threads).
+  loop_cpu_seconds: float = 0.0
 
   @property
   def input_wait_fraction(self) -> float | None:
@@ -42,6 +44,11 @@ class FitResult:
   def diverged(self) -> bool:
     """Stopped because too many consecutive updates were skipped."""
     return self.book.diverged
+
+  @property
+  def cpu_ms_per_step(self) -> float | None:
+    """Process CPU milliseconds per step of this call (None when it ran no step)."""
+    return 1e3 * self.loop_cpu_seconds / self.steps_run if self.steps_run else None
 
   @property
   def steps_per_sec(self) -> float | None:
@@ -68,6 +75,7 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
                     train_metrics=None, data_iterator=data_iterator, book=book)
   in_flight: collections.deque = collections.deque()
   start = ctx.started_at = time.perf_counter()
+  cpu_start = time.process_time()
   try:
     while ctx.step < total_steps and not ctx.stop_requested:
       waiting_since = time.perf_counter()
@@ -98,6 +106,7 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
         ctx.preempted = ctx.stop_requested = True
     jax.block_until_ready(ctx.state)
     loop_seconds = time.perf_counter() - start
+    loop_cpu_seconds = time.process_time() - cpu_start
     # Final round: actions with at_end run once more unless they just ran.
     ctx.final = True
     for action in actions:
@@ -111,7 +120,8 @@ def fit(state: Any, train_step: Callable[[Any, Any], tuple[Any, Any]], data_iter
       action.close()
   return FitResult(state=ctx.state, book=book, final_step=ctx.step, steps_run=ctx.step - start_step,
                    loop_seconds=loop_seconds, stopped_early=book.stop_reason is not None,
-                   preempted=ctx.preempted, input_wait_seconds=ctx.input_wait_secs)
+                   preempted=ctx.preempted, input_wait_seconds=ctx.input_wait_secs,
+                   loop_cpu_seconds=loop_cpu_seconds)
 
 
 def _finished(outputs: Any) -> bool:
