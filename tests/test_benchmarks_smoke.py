@@ -191,3 +191,17 @@ def test_the_pytorch_rope_rotates_as_the_lm_tasks():
   expected = np.asarray(rope(jnp.asarray(x), jnp.arange(7)))
   got = load("peers_lm").torch_rope(torch.from_numpy(x).permute(0, 2, 1, 3)).permute(0, 2, 1, 3).numpy()
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_loop_breakdown_times_every_part_of_the_loop(capsys):
+  result = load("loop_breakdown").main(["--steps", "30", "--repeats", "1"])
+  table = capsys.readouterr().out
+  parts = result["us_per_step_median"]
+  assert {"next", "step", "Evaluate", "SaveCheckpoint", "waiting on the window, rest"} <= set(parts)
+  assert "| next " in table and result["steps_per_sec_median"] > 0
+  # The parts add up to the loop's own clock.
+  assert sum(parts.values()) == pytest.approx(result["loop_us_per_step_median"], rel=0.01)
+  assert 0 < result["loop_thread_cpu_us_per_step_median"] <= result["process_cpu_us_per_step_median"]
+  import jaxtrain.api
+  from jaxtrain import loop
+  assert jaxtrain.api.fit is loop.fit  # the timing wrappers are gone once the runs end
