@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import datetime
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import append_result, machine_info, set_xla_threads  # noqa: E402
+from overhead import append_result, result_record, start_machine  # noqa: E402
 
 
 class PartTimes:
@@ -142,14 +141,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--threads", type=int, default=None, help="XLA compute threads (default: XLA's choice)")
   parser.add_argument("--out", type=Path, default=None, help="append the results as one JSON line to this file")
   args = parser.parse_args(argv)
-  if args.threads:
-    set_xla_threads(args.threads)
-
-  import absl.logging
-  absl.logging.set_verbosity(absl.logging.WARNING)
-
-  machine = machine_info()
-  print(f"machine: {machine['cpu']}, {machine['cores']} cores, jax {machine['jax']}, device {machine['device']}")
+  machine = start_machine(args.threads)
   runs = []
   with tempfile.TemporaryDirectory(prefix="jaxtrain_breakdown_") as tmp:
     one_run(min(args.steps, 300), args.override, Path(tmp) / "warmup")
@@ -174,9 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"process CPU {median('process_cpu_us_per_step')} µs per step; "
         f"{median('steps_per_sec')} steps/s")
   result = {
-      "benchmark": "loop_breakdown",
-      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-      "machine": machine,
+      **result_record("loop_breakdown", machine),
       "steps": args.steps,
       "repeats": args.repeats,
       "overrides": args.override,

@@ -101,6 +101,28 @@ def machine_info() -> dict[str, Any]:
   }
 
 
+def start_machine(threads: int | None) -> dict[str, Any]:
+  """What every CPU benchmark does first: XLA's thread count (before jax starts), absl's logs
+  quiet, and the machine printed and returned (for the result's JSON line)."""
+  if threads:
+    set_xla_threads(threads)
+
+  import absl.logging
+  absl.logging.set_verbosity(absl.logging.WARNING)
+
+  machine = machine_info()
+  print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, python {machine['python']}, "
+        f"jax {machine['jax']}, device {machine['device']} (x{machine['device_count']})")
+  print(f"load average at start: {machine['loadavg_at_start']}")
+  return machine
+
+
+def result_record(benchmark: str, machine: dict[str, Any]) -> dict[str, Any]:
+  """The start of a result's JSON line: what ran, when and where."""
+  return {"benchmark": benchmark, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+          "machine": machine}
+
+
 # ---------------------------------------------------------------------------- jaxtrain
 
 
@@ -354,16 +376,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args.override = [*WORKLOADS[args.workload], *args.override]
   loops = [name for name in LOOPS if name in args.loops]
   ratio_pairs = {label: pair for label, pair in RATIOS.items() if set(pair) <= set(loops)}
-  if args.threads:
-    set_xla_threads(args.threads)
-
-  import absl.logging
-  absl.logging.set_verbosity(absl.logging.WARNING)
-
-  machine = machine_info()
-  print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, python {machine['python']}, "
-        f"jax {machine['jax']}, device {machine['device']} (x{machine['device_count']})")
-  print(f"load average at start: {machine['loadavg_at_start']}")
+  machine = start_machine(args.threads)
   print(f"workload: {args.workload}, {args.steps} steps per run, {args.repeats} interleaved repeats"
         + (f", overrides {args.override}" if args.override else ""))
 
@@ -413,10 +426,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cpu = {name: [r["cpu_ms_per_step"] for r in runs[name]] for name in loops}
   cpu_ratios = {label: [b / a for a, b in zip(cpu[num], cpu[den])] for label, (num, den) in ratio_pairs.items()}
   result = {
-      "benchmark": "overhead",
+      **result_record("overhead", machine),
       "workload": args.workload,
-      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-      "machine": machine,
       "steps": args.steps,
       "repeats": args.repeats,
       "overrides": args.override,

@@ -29,7 +29,6 @@ copies in the optimised HLO).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import BareLoop, append_result, machine_info, set_xla_threads  # noqa: E402
+from overhead import BareLoop, append_result, result_record, start_machine  # noqa: E402
 
 # Config overrides of each jaxtrain variant, in the order the parts are added.
 JAXTRAIN_VARIANTS = {
@@ -98,16 +97,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       help="extra jaxtrain config override for every variant (repeatable)")
   parser.add_argument("--out", type=Path, default=None, help="append the results as one JSON line to this file")
   args = parser.parse_args(argv)
-  if args.threads:
-    set_xla_threads(args.threads)
-
-  import absl.logging
-  absl.logging.set_verbosity(absl.logging.WARNING)
-
-  machine = machine_info()
-  print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, python {machine['python']}, "
-        f"jax {machine['jax']}, device {machine['device']} (x{machine['device_count']})")
-  print(f"load average at start: {machine['loadavg_at_start']}")
+  machine = start_machine(args.threads)
   variants = build_variants(args.override)
   names = list(variants)
   facts = {}
@@ -132,10 +122,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  "speed_vs_hand_wall": speed(wall, name), "speed_vs_hand_cpu": speed(cpu, name), **facts[name]}
           for name in names}
   result = {
-      "benchmark": "step_cost",
+      **result_record("step_cost", machine),
       "workload": "ae-digits",
-      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-      "machine": machine,
       "chunk": args.chunk,
       "alternations": args.alternations,
       "threads": args.threads,
