@@ -28,6 +28,14 @@ def test_full_run_compiles_train_step_once(reference_run):
   assert len([m for m in reference_run.jax_log if m.startswith("Compiling jit(eval_step)")]) == 1
 
 
+def test_a_run_traces_each_step_once(reference_run):
+  # Tracing is most of a warm start's build: the trace that reads the steps' metric names
+  # is the one their compiles lower.
+  traces = [m for m in reference_run.jax_log if m.startswith("Finished tracing")]
+  for step in ("train_step", "eval_step"):
+    assert len([m for m in traces if m.startswith(f"Finished tracing {step} ")]) == 1, traces
+
+
 def _step(state, batch):
   new_state = state + jnp.sum(batch["x"])
   return new_state, {"mean": jnp.mean(batch["x"])}

@@ -23,7 +23,9 @@ class TaskMetrics(Evaluator):
     abstract_batch = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct((x.shape[0] * jax.process_count(),) + x.shape[1:], x.dtype),
         context.example)
-    sums = jax.eval_shape(context.task.eval_step(), context.abstract_state, abstract_batch)
+    # Traced through the compiled eval step, which keeps the trace for its compile: the
+    # step is traced once per run, not once here and again before the first evaluation.
+    sums = context.eval_step.output_shapes(context.abstract_state, abstract_batch)
     return sorted(name for name in sums if name != WEIGHT_KEY)
 
   def evaluate(self, state: Any, context: EvalContext) -> dict[str, float]:
