@@ -25,10 +25,14 @@ class _FakeClock:
   def perf_counter(self) -> float:
     return self.now
 
+  def as_time_module(self) -> types.SimpleNamespace:
+    """What loop.py reads of the `time` module: this clock, and no CPU time spent."""
+    return types.SimpleNamespace(perf_counter=self.perf_counter, process_time=lambda: 0.0)
+
 
 def test_fit_counts_only_the_time_blocked_in_next(monkeypatch):
   clock = _FakeClock()
-  monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+  monkeypatch.setattr(loop, "time", clock.as_time_module())
 
   def batches():
     while True:
@@ -47,7 +51,7 @@ def test_fit_counts_only_the_time_blocked_in_next(monkeypatch):
 
 def test_reading_while_the_previous_step_still_runs_is_not_waiting(monkeypatch):
   clock = _FakeClock()
-  monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+  monkeypatch.setattr(loop, "time", clock.as_time_module())
 
   class Pending:
     """A step output the devices are still computing."""
