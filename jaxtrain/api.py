@@ -26,6 +26,7 @@ from jaxtrain.config import compose as compose_lib
 from jaxtrain.config.validate import RunSpec, validate
 from jaxtrain.core.memory import MIB, StepMemory, step_memory
 from jaxtrain.errors import ConfigError, TrainingDiverged
+from jaxtrain.long_lived import frozen_for_run
 from jaxtrain.loop import fit
 from jaxtrain.preemption import Preempted, PreemptionWatcher
 from jaxtrain.resume import restore_newest_valid
@@ -74,6 +75,12 @@ def run(config: DictConfig, run_dir: str | Path | None = None,
   With `logging.save_artifacts=false` the run leaves no files at all.
   `extra_actions` run after the standard ones, on their own schedules (a sweep's pruning, say).
   """
+  # Garbage collections during the run scan only what the run creates (jaxtrain/long_lived.py).
+  with frozen_for_run():
+    return _run(config, run_dir, extra_actions)
+
+
+def _run(config: DictConfig, run_dir: str | Path | None, extra_actions: Sequence[PeriodicAction]) -> Result:
   spec = validate(config)
   _setup_logging()
   distributed.initialize(spec.config.dist)  # several processes: before anything touches jax
