@@ -205,3 +205,12 @@ def test_loop_breakdown_times_every_part_of_the_loop(capsys):
   import jaxtrain.api
   from jaxtrain import loop
   assert jaxtrain.api.fit is loop.fit  # the timing wrappers are gone once the runs end
+
+
+def test_gc_startup_reports_every_collection_of_a_command_line_run(capsys):
+  result = load("gc_startup").main(["--repeats", "1", "--steps", "2", "--slow-ms", "0"])
+  process = result["processes"][0]
+  assert sum(process["collections"].values()) > 0 and result["gc_seconds_median"] > 0
+  # With no threshold every collection is listed, each with the jaxtrain code it interrupted.
+  assert len(process["slow"]) == sum(process["collections"].values())
+  assert "median:" in capsys.readouterr().out
