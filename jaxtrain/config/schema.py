@@ -80,7 +80,7 @@ class DataConfig:
   prefetch: int = 4
   device_prefetch: int = 2
   # With device_prefetch 0, up to this many train batches (at most 8 MB of them) go to
-  # the devices in one transfer, which costs a small batch about as much as one batch.
+  # the devices in one transfer: the host pays a transfer's fixed cost once for all of them.
   put_block: int = 8
   # Several datasets: mixture weights, their curriculum over steps, per-example
   # sampling, hard-example mining; one dataset per batch with group_by_dataset.

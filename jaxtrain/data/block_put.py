@@ -1,10 +1,12 @@
 """Several train batches put on the devices with one transfer.
 
-A host-to-device transfer has a fixed host cost that does not grow with a small
-batch: on a CPU device ~40 µs idle and ~300 µs while the device computes (the
-default digits batch is 64 KB), against a ~3.5 ms step. `BlockPutIterDataset`
-stacks `block` consecutive host batches, puts the stack once and splits it on
-the devices with one compiled call, so that cost is paid once per block.
+A host-to-device transfer has a fixed host cost that a small batch does not
+amortise, and on few cores that host time is taken from the device's compute. On
+the 2-core CPU VM of BENCHMARKS.md (the default digits batch is 64 KB, a step
+~3.3 ms) the loop's thread spent ~610 µs per step handing out batches put one by
+one, and ~280 µs with blocks of 8 (`benchmarks/loop_breakdown.py`).
+`BlockPutIterDataset` stacks `length` consecutive host batches, puts the stack
+once and splits it on the devices with one compiled call.
 
 Its iterator state is always its parent's state before the next batch it hands
 out: the same state as without blocks, so checkpoints are interchangeable and a
@@ -43,7 +45,7 @@ class BlockPut:
     self._stack_sharding = NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
     self._sharding = sharding
     self._splits: dict[int, Callable[[Any], list]] = {}
-    # Compiled now, before the loop's clock starts (a run's blocks all have this length).
+    # Compiled now, before the loop's clock starts (every full block has this length).
     self._split(length, example)
 
   def _split(self, length: int, example: Any) -> Callable[[Any], list]:
