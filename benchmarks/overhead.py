@@ -101,6 +101,18 @@ def machine_info() -> dict[str, Any]:
   }
 
 
+def median_ci95(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+  """A 95 % bootstrap interval of the median of `values` (per-repeat ratios): how far the
+  median of this many repeats can move on this machine, from its own spread."""
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  data = np.asarray(values, dtype=float)
+  medians = np.median(rng.choice(data, size=(resamples, len(data)), replace=True), axis=1)
+  low, high = np.percentile(medians, [2.5, 97.5])
+  return round(float(low), 3), round(float(high), 3)
+
+
 def start_machine(threads: int | None) -> dict[str, Any]:
   """What every CPU benchmark does first: XLA's thread count (before jax starts), absl's logs
   quiet, and the machine printed and returned (for the result's JSON line)."""
@@ -435,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "steps_per_sec_median": {name: round(statistics.median(v), 1) for name, v in sps.items()},
       "ratio_median": {label: round(statistics.median(v), 3) for label, v in ratios.items()},
+      "ratio_median_ci95": {label: median_ci95(v) for label, v in ratios.items()},
       "cpu_ms_per_step_median": {name: round(statistics.median(v), 3) for name, v in cpu.items()},
       # As the steps/s ratios: above 1, the first loop needs less CPU per step.
       "cpu_ratio_median": {label: round(statistics.median(v), 3) for label, v in cpu_ratios.items()},
@@ -456,7 +469,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"| {label:41s} | {statistics.median(sps[name]):14.1f} | {min(sps[name]):6.1f} | {max(sps[name]):6.1f} "
           f"| {statistics.median(cpu[name]):11.3f} |")
   for label, values in ratios.items():
-    print(f"median ratio {label:41s} {statistics.median(values):.3f}  (per repeat {', '.join(f'{x:.3f}' for x in values)})")
+    low, high = median_ci95(values)
+    print(f"median ratio {label:41s} {statistics.median(values):.3f}  95 % interval {low:.3f}–{high:.3f}  "
+          f"(per repeat {', '.join(f'{x:.3f}' for x in values)})")
     print(f"  CPU per step, inverse ratio {'':26s} {statistics.median(cpu_ratios[label]):.3f}")
   print(f"load average at end: {result['loadavg_at_end']}")
   if args.out:

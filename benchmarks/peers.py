@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import BareLoop, append_result, machine_info, run_jaxtrain, set_xla_threads  # noqa: E402
+from overhead import BareLoop, append_result, machine_info, median_ci95, run_jaxtrain, set_xla_threads  # noqa: E402
 
 
 class Workload:
@@ -285,16 +285,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "xla_flags": os.environ["XLA_FLAGS"],
       "steps_per_sec_median": {k: round(v, 1) for k, v in medians.items()},
       "ratio_median": {f"jaxtrain/{peer}": round(statistics.median(r), 3) for peer, r in ratios.items()},
+      "ratio_median_ci95": {f"jaxtrain/{peer}": median_ci95(r) for peer, r in ratios.items()},
       "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
       "runs": runs,
   }
   print()
-  print("| framework      | median steps/s | min    | max    | median ratio jaxtrain/this |")
-  print("|----------------|---------------:|-------:|-------:|---------------------------:|")
+  print("| framework      | median steps/s | min    | max    | median ratio jaxtrain/this | 95 % interval |")
+  print("|----------------|---------------:|-------:|-------:|---------------------------:|--------------:|")
   for name in names:
     sps = [r["steps_per_sec"] for r in runs[name]]
     ratio = f"{statistics.median(ratios[name]):.3f}" if name in ratios else "1"
-    print(f"| {name:14s} | {medians[name]:14.1f} | {min(sps):6.1f} | {max(sps):6.1f} | {ratio:>26s} |")
+    interval = "–".join(f"{x:.3f}" for x in median_ci95(ratios[name])) if name in ratios else ""
+    print(f"| {name:14s} | {medians[name]:14.1f} | {min(sps):6.1f} | {max(sps):6.1f} | {ratio:>26s} "
+          f"| {interval:>13s} |")
   print(f"load average at end: {result['loadavg_at_end']}")
   if args.out:
     append_result(args.out, result)

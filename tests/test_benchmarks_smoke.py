@@ -97,6 +97,7 @@ def test_peers_prints_ratio_table(capsys, monkeypatch):
   table = capsys.readouterr().out
   assert "| pytorch        |" in table and "jaxtrain/pytorch" in result["ratio_median"]
   assert {"jaxtrain/bare", "jaxtrain/bare_same_step"} <= set(result["ratio_median"])
+  assert set(result["ratio_median_ci95"]) == set(result["ratio_median"])
 
 
 def test_peers_compares_with_the_bare_jit_loop_in_the_same_run(capsys, monkeypatch):
@@ -136,6 +137,9 @@ def test_overhead_runs_only_the_loops_asked_for(capsys):
   table = capsys.readouterr().out
   assert set(result["runs"]) == {"jaxtrain", "bare_same_step"} and "| bare jax.jit, train only" not in table
   assert set(result["ratio_median"]) == {"jaxtrain/bare_same_step"}
+  # Each median ratio comes with a bootstrap interval around it.
+  low, high = result["ratio_median_ci95"]["jaxtrain/bare_same_step"]
+  assert low <= result["ratio_median"]["jaxtrain/bare_same_step"] <= high and "95 % interval" in table
   assert all(len(runs) == 2 and runs[0]["steps_per_sec"] > 0 for runs in result["runs"].values())
 
 
@@ -214,3 +218,11 @@ def test_gc_startup_reports_every_collection_of_a_command_line_run(capsys):
   # With no threshold every collection is listed, each with the jaxtrain code it interrupted.
   assert len(process["slow"]) == sum(process["collections"].values())
   assert "median:" in capsys.readouterr().out
+
+
+def test_the_median_interval_widens_with_the_spread_of_the_repeats():
+  median_ci95 = load("overhead").median_ci95
+  assert median_ci95([0.95] * 9) == (0.95, 0.95)
+  narrow = median_ci95([0.94, 0.95, 0.96] * 5)
+  wide = median_ci95([0.7, 0.95, 1.2] * 5)
+  assert wide[0] < narrow[0] <= 0.95 <= narrow[1] < wide[1]
