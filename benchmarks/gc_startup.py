@@ -26,7 +26,7 @@ from overhead import append_result, machine_info, result_record  # noqa: E402
 # Runs in the child: the hook is installed before anything of jaxtrain is imported.
 CHILD = r"""
 import gc, json, runpy, sys, time
-start, began, slow_ms = time.perf_counter(), [0.0], float(sys.argv[1])
+start, began, out_path, slow_ms = time.perf_counter(), [0.0], sys.argv[1], float(sys.argv[2])
 totals = {g: [0, 0.0] for g in range(3)}
 slow = []
 
@@ -51,11 +51,11 @@ def hook(phase, info):
                      "ms": round(seconds * 1e3, 1), "in": where()})
 
 gc.callbacks.append(hook)
-sys.argv = ["jaxtrain.main", *sys.argv[2:]]
+sys.argv = ["jaxtrain.main", *sys.argv[3:]]
 try:
     runpy.run_module("jaxtrain.main", run_name="__main__")
 finally:
-    with open(OUT, "w") as f:
+    with open(out_path, "w") as f:
         json.dump({"collections": {g: n for g, (n, _) in totals.items()},
                    "seconds": {g: round(s, 4) for g, (_, s) in totals.items()},
                    "process_s": round(time.perf_counter() - start, 3), "slow": slow}, f)
@@ -64,8 +64,7 @@ finally:
 
 def one_process(steps: int, slow_ms: float, workdir: Path) -> dict[str, Any]:
   out = workdir / "gc.json"
-  child = CHILD.replace("OUT", repr(str(out)))
-  args = [sys.executable, "-c", child, str(slow_ms), f"trainer.steps={steps}", "logging.progress=none",
+  args = [sys.executable, "-c", CHILD, str(out), str(slow_ms), f"trainer.steps={steps}", "logging.progress=none",
           f"run.root={workdir / 'runs'}"]
   proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=600)
   if proc.returncode != 0:

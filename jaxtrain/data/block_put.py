@@ -16,6 +16,7 @@ resumed run reads exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import Any, Callable
 
 import grain
@@ -44,13 +45,12 @@ class BlockPut:
   def __init__(self, sharding: NamedSharding, example: Any, length: int):
     self._stack_sharding = NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
     self._sharding = sharding
-    self._splits: dict[int, Callable[[Any], list]] = {}
+    self._splits: dict[tuple, Callable[[Any], list]] = {}  # (length, batch signature) -> split
     # Compiled now, before the loop's clock starts (every full block has this length).
-    self._split(length, example)
+    self._split(length, _signature(example), example)
 
-  def _split(self, length: int, example: Any) -> Callable[[Any], list]:
-    key = (length, _signature(example))
-    split = self._splits.get(key)
+  def _split(self, length: int, signature: tuple, example: Any) -> Callable[[Any], list]:
+    split = self._splits.get((length, signature))
     if split is None:
       def unstack(stack):
         return [jax.tree.map(lambda x: x[i], stack) for i in range(length)]
@@ -58,29 +58,21 @@ class BlockPut:
       abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct((length, *np.shape(x)), np.asarray(x).dtype,
                                                              sharding=self._stack_sharding), example)
       split = jax.jit(unstack, out_shardings=self._sharding).lower(abstract).compile()
-      self._splits[key] = split
+      self._splits[(length, signature)] = split
     return split
 
   def __call__(self, batches: list) -> list:
     out = []
-    for run in _same_shape_runs(batches):  # a short last batch cannot stack with full ones
+    # A short last batch cannot stack with full ones: each run of one shape is its own transfer.
+    for signature, run in itertools.groupby(batches, key=_signature):
+      run = list(run)
       stack = jax.tree.map(lambda *rows: np.stack(rows), *run)
-      out.extend(self._split(len(run), run[0])(jax.device_put(stack, self._stack_sharding)))
+      out.extend(self._split(len(run), signature, run[0])(jax.device_put(stack, self._stack_sharding)))
     return out
 
 
 def _signature(batch: Any) -> tuple:
   return tuple((np.shape(x), np.asarray(x).dtype.str) for x in jax.tree.leaves(batch))
-
-
-def _same_shape_runs(batches: list) -> list[list]:
-  runs: list[list] = []
-  for batch in batches:
-    if runs and _signature(runs[-1][0]) == _signature(batch):
-      runs[-1].append(batch)
-    else:
-      runs.append([batch])
-  return runs
 
 
 class BlockPutIterDataset(grain.IterDataset):
