@@ -6,8 +6,9 @@ the loop's time is made of. It runs `jaxtrain.run` on the default ae-digits conf
 
 - `next`: the data iterator handing out the next batch (Grain, the batch plan, the
   device put),
-- `step`: the call of the compiled train step (dispatch; on a CPU device part of the
-  compute may run in this thread),
+- `step`: the call of the compiled train step, or of several steps per call
+  (trainer.steps_per_call): the dispatch; on a CPU device part of the compute may run
+  in this thread,
 - each periodic action by its class name (evaluation, logging, checkpoints, events),
 - `should_stop`: the preemption poll,
 - `waiting on the window, rest`: the rest of fit()'s time, nearly all of it waiting for
@@ -92,8 +93,9 @@ def instrumented_fit(parts: PartTimes, totals: dict[str, float]) -> Iterator[Non
   from jaxtrain import loop
 
   def fit(state: Any, train_step: Any, data_iterator: Any, actions: Sequence[Any], **kwargs: Any) -> Any:
-    if kwargs.get("should_stop") is not None:
-      kwargs["should_stop"] = parts.timed("should_stop", kwargs["should_stop"])
+    for name, part in (("should_stop", "should_stop"), ("multi_step", "step")):
+      if kwargs.get(name) is not None:
+        kwargs[name] = parts.timed(part, kwargs[name])
     thread_cpu = time.thread_time()
     result = loop.fit(state, parts.timed("step", train_step), timed_iterator(data_iterator, parts),
                       [TimedAction(a, parts) for a in actions], **kwargs)

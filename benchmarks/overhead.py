@@ -24,6 +24,10 @@ same optimizer (AdamW, lr 1e-3, warmup_cosine with 100 warmup steps, weight deca
   does the minimal step's work plus a check of the loss.
 - jaxtrain_minimal_step: jaxtrain with `trainer.grad_norm=false
   trainer.skip_nonfinite=false`, whose step does exactly the minimal step's work.
+- jaxtrain_one_put and jaxtrain_one_step_per_call: jaxtrain with one transfer per
+  batch (`data.put_block=1`) and with one step per compiled call
+  (`trainer.steps_per_call=1`; the default run makes ten per call), as the
+  hand-written loops do.
 - jaxtrain_loop_only and bare: jaxtrain with evaluation, loss reads and
   checkpoints pushed past the last step, and the hand-written loop training
   alone: the loop alone against training alone.
@@ -341,6 +345,7 @@ LOOPS = {
     "jaxtrain_no_grad_norm": "jaxtrain, trainer.grad_norm=false",
     "jaxtrain_minimal_step": "jaxtrain, no grad_norm, no guard",
     "jaxtrain_one_put": "jaxtrain, data.put_block=1",
+    "jaxtrain_one_step_per_call": "jaxtrain, trainer.steps_per_call=1",
     "bare_same_step": "bare loop, jaxtrain's step, same work",
     "bare_same_work": "bare jax.jit + the same evals/reads/saves",
     "jaxtrain_loop_only": "jaxtrain, no eval/log/checkpoint",
@@ -353,6 +358,10 @@ RATIOS = {
     "jaxtrain/jaxtrain_one_put": ("jaxtrain", "jaxtrain_one_put"),
     # The loop's overhead with one transfer per batch, as the hand-written loop does.
     "jaxtrain_one_put/bare_same_step": ("jaxtrain_one_put", "bare_same_step"),
+    # What ten steps per call gain (trainer.steps_per_call 10 against one step per call).
+    "jaxtrain/jaxtrain_one_step_per_call": ("jaxtrain", "jaxtrain_one_step_per_call"),
+    # The loop's overhead with one dispatch per step, as the hand-written loop does.
+    "jaxtrain_one_step_per_call/bare_same_step": ("jaxtrain_one_step_per_call", "bare_same_step"),
     # All told: the same work with a minimal hand-written step (no non-finite guard, no grad_norm).
     "jaxtrain/bare_same_work": ("jaxtrain", "bare_same_work"),
     # The same step work on both sides: jaxtrain's step without the gradient-norm pass and the
@@ -381,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--threads", type=int, default=None,
                       help="XLA compute threads (default: XLA's own choice, every core)")
   parser.add_argument("--loops", nargs="+", choices=list(LOOPS), default=list(LOOPS),
-                      help="run only these loops (default: all eight); ratios whose two loops ran are reported. "
+                      help="run only these loops (default: all nine); ratios whose two loops ran are reported. "
                            "`--loops jaxtrain bare_same_step` gives the loop's overhead alone, so the same time "
                            "buys three times the repeats")
   args = parser.parse_args(argv)
@@ -411,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                             Path(tmp) / "minimal_step", index)
       if name == "jaxtrain_one_put":
         return run_jaxtrain(args.steps, [*args.override, "data.put_block=1"], Path(tmp) / "one_put", index)
+      if name == "jaxtrain_one_step_per_call":
+        return run_jaxtrain(args.steps, [*args.override, "trainer.steps_per_call=1"], Path(tmp) / "one_step", index)
       if name == "jaxtrain_loop_only":
         return run_jaxtrain(args.steps, [*args.override, *quiet], Path(tmp) / "loop_only", index)
       if name == "bare_same_work":

@@ -27,7 +27,7 @@ from jaxtrain.config.validate import RunSpec, validate
 from jaxtrain.core.memory import MIB, StepMemory, step_memory
 from jaxtrain.errors import ConfigError, TrainingDiverged
 from jaxtrain.long_lived import frozen_for_run
-from jaxtrain.loop import fit
+from jaxtrain.loop import call_lengths, fit
 from jaxtrain.preemption import Preempted, PreemptionWatcher
 from jaxtrain.resume import restore_newest_valid
 from jaxtrain.track import rundir
@@ -207,18 +207,24 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
                                                    + (throughput.columns if throughput else [])),
                          enabled=is_writer, sinks=tracking.open_writers(start_step) if tracking else ())
 
-  # Compile before the clock starts: steps/s in the summary excludes compilation.
-  train_executable = engine.train_step.compile(state, engine.put_batch(engine.train_data[0]))
+  actions = [*standard_actions(cfg, engine, events, scalars, checkpointer, heartbeat, start_step), *extra_actions]
+  # Compile before the clock starts: steps/s in the summary excludes compilation. With
+  # trainer.steps_per_call, each call length the run will use (loop.call_lengths).
+  lengths = call_lengths(start_step, engine.total_steps, engine.steps_per_call, actions) or {1}
+  example = engine.put_batch(engine.train_data[0])
+  executables = [engine.train_step.compile(state, example)] if 1 in lengths else []
+  if engine.steps_per_call in lengths - {1}:
+    executables.append(engine.multi_step.compile(state, (example,) * engine.steps_per_call))
   engine.eval_step.compile(state, engine.put_batch(engine.val_data[0]))
   checkpointer.prepare(state)
-  compile_seconds = engine.train_step.compile_seconds + engine.eval_step.compile_seconds
-  memory = _check_step_memory(train_executable, cfg.trainer.check_memory)
+  compile_seconds = sum(s.compile_seconds for s in (engine.train_step, engine.multi_step, engine.eval_step) if s)
+  # The largest executable decides whether a step fits: the one holding several batches, if any.
+  memory = _check_step_memory(executables[-1], cfg.trainer.check_memory)
 
   events.write("on_start", step=start_step, total_steps=engine.total_steps, resumed_from=str(resume_from or ""),
                devices=jax.device_count(), processes=jax.process_count(), mesh=dict(engine.mesh.shape),
                steps_per_epoch=engine.steps_per_epoch, compile_seconds=round(compile_seconds, 3),
                step_memory_mib=memory and round(memory.total_bytes / MIB, 1))
-  actions = [*standard_actions(cfg, engine, events, scalars, checkpointer, heartbeat, start_step), *extra_actions]
   saver = next(a for a in actions if isinstance(a, SaveCheckpoint))
 
   def emergency_checkpoint(ctx, err: Exception) -> None:
@@ -235,7 +241,8 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
       result = fit(state, engine.train_step, data_iterator, actions, start_step=start_step,
                    total_steps=engine.total_steps, steps_per_epoch=engine.steps_per_epoch, book=book,
                    should_stop=watcher.should_stop, on_exception=emergency_checkpoint,
-                   max_in_flight=cfg.trainer.max_steps_in_flight)
+                   max_in_flight=cfg.trainer.max_steps_in_flight, multi_step=engine.multi_step,
+                   steps_per_call=engine.steps_per_call)
     checkpointer.wait()
   finally:
     checkpointer.close()
@@ -310,7 +317,9 @@ def _summary(engine: build_lib.Engine, result: Any, compile_seconds: float, acti
       "eval_seconds": round(evaluate.seconds, 3),
       "eval_seconds_by_evaluator": {name: round(sec, 3) for name, sec in evaluate.seconds_by_evaluator.items()},
       "checkpoint_blocking_seconds": round(saver.blocking_seconds, 3),
-      "train_step_compilations": engine.train_step.num_compilations,
+      # Executables of the train step, one per batch shape (and one of several steps per call).
+      "train_step_compilations": engine.train_step.num_compilations + (
+          engine.multi_step.num_compilations if engine.multi_step else 0),
       "skipped_updates": int(jax.device_get(result.state.guard.total_skipped)) if result.state.guard else 0,
       "params_fingerprint": params_fingerprint(result.state.params),
       "devices": jax.device_count(),

@@ -16,6 +16,7 @@ from jaxtrain.core import precision
 from jaxtrain.core import sharding as sharding_lib
 from jaxtrain.core.compile import ShapeCompiledStep
 from jaxtrain.core.guard import StepGuard, guarded
+from jaxtrain.core.multi_step import scan_steps
 from jaxtrain.core.optim import make_optimizer, make_schedule, optimizer_steps
 from jaxtrain.core.state import TrainState, init_state_fn
 from jaxtrain.data import block_put, mining, pipeline, validation
@@ -49,6 +50,9 @@ class Engine:
   evaluators: list[Evaluator] = dataclasses.field(default_factory=list)  # eval.evaluators, in order
   eval_context: EvalContext | None = None  # the val split and the compiled calls the evaluators share
   mining_table: Any = None  # data.mining: the per-example loss table that steers sampling
+  # trainer.steps_per_call > 1 where it applies: the step scanned over that many batches per call.
+  multi_step: ShapeCompiledStep | None = None
+  steps_per_call: int = 1
 
   def evaluate(self, state: TrainState, evaluators: Sequence[Evaluator] | None = None) -> dict[str, float]:
     """The results of `evaluators` (default: all of eval.evaluators) on the validation split."""
@@ -145,6 +149,13 @@ def build(spec: RunSpec) -> Engine:
     step_fn = mining.with_example_losses(step_fn, task.step_loss(train=True))
   train_step = ShapeCompiledStep(step_fn, name="train_step",
                                  in_shardings=(shardings, example_shardings), out_shardings=(shardings, replicated))
+  multi_step, steps_per_call = None, int(cfg.trainer.steps_per_call)
+  if steps_per_call > 1 and multi_steps_apply(cfg.data, train_stream.mining_table is not None):
+    multi_step = ShapeCompiledStep(scan_steps(step_fn), name="train_steps",
+                                   in_shardings=(shardings, (example_shardings,) * steps_per_call),
+                                   out_shardings=(shardings, replicated))
+  else:
+    steps_per_call = 1
   # The scalar metrics the step returns (mining's per-example arrays are not among them).
   step_metrics = train_step.output_shapes(abstract_state, _abstract(example))[1]
   metric_names = sorted(name for name in step_metrics if name not in mining.PER_EXAMPLE_METRICS)
@@ -158,7 +169,15 @@ def build(spec: RunSpec) -> Engine:
                 val_batches=eval_context.device_batches, put_batch=put_batch,
                 num_train=num_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                 metric_names=metric_names, eval_metric_names=eval_names, evaluators=evaluators,
-                eval_context=eval_context, mining_table=train_stream.mining_table)
+                eval_context=eval_context, mining_table=train_stream.mining_table, multi_step=multi_step,
+                steps_per_call=steps_per_call)
+
+
+def multi_steps_apply(data_cfg: Any, mined: bool) -> bool:
+  """Whether a call may run several steps (trainer.steps_per_call): not with hard-example
+  mining, whose table must see each step's losses before the next batch is drawn, nor with
+  data.group_by_dataset, whose batches differ in shape from one dataset to the next."""
+  return not mined and not data_cfg.group_by_dataset
 
 
 def _state_shardings(mesh_cfg: Any, mesh: jax.sharding.Mesh, abstract_state: TrainState, task: Any) -> Any:

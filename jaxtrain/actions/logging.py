@@ -136,17 +136,28 @@ class StopOnBadUpdates(PeriodicAction):
 
 
 class EpochEnd(PeriodicAction):
-  """Writes `on_epoch_end` with the epoch's wall time at every epoch boundary."""
+  """Writes `on_epoch_end` with the epoch's wall time at every epoch boundary.
+
+  Not bound to exact steps: a call of several steps (trainer.steps_per_call) may
+  cross one or more epoch ends, each written after it with its own epoch and step
+  and the call's time shared evenly among them.
+  """
+
+  step_exact = False
 
   def __init__(self, events: Any, live: LiveStats, steps_per_epoch: int, **trigger: Any):
     super().__init__(every_steps=steps_per_epoch, at_end=False, **trigger)
     self.events = events
     self.live = live
-    self._epoch_start = time.perf_counter()
+    self.steps_per_epoch = steps_per_epoch
+    self._epoch_start: float | None = None  # None: the loop's start
 
   def run(self, ctx: LoopContext) -> None:
     now = time.perf_counter()
-    self.live.epoch_time_s = now - self._epoch_start
+    since = ctx.step - 1 if ctx.call_start is None else ctx.call_start
+    ends = range(since // self.steps_per_epoch + 1, ctx.step // self.steps_per_epoch + 1)
+    self.live.epoch_time_s = (now - (self._epoch_start or ctx.started_at)) / max(len(ends), 1)
     self._epoch_start = now
-    self.events.write("on_epoch_end", step=ctx.step, epoch=int(round(ctx.epoch)),
-                      epoch_time_s=round(self.live.epoch_time_s, 4))
+    for epoch in ends:
+      self.events.write("on_epoch_end", step=epoch * self.steps_per_epoch, epoch=epoch,
+                        epoch_time_s=round(self.live.epoch_time_s, 4))

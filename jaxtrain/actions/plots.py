@@ -102,11 +102,11 @@ class MakeFigures(PeriodicAction):
     example = engine.task.example_batch
     self._data_scale = figures.value_range(example["x"], example.get("mask"))
 
-  def due(self, step: int, final: bool, preempted: bool = False) -> bool:
+  def due(self, step: int, final: bool, preempted: bool = False, since: int | None = None) -> bool:
     if final:
       # Always draw the `end` figures, even when the last step was an eval step.
       return not preempted
-    return super().due(step, final, preempted)
+    return super().due(step, final, preempted, since)
 
   def run(self, ctx: LoopContext) -> None:
     if not self.families:

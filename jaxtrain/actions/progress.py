@@ -33,12 +33,17 @@ class ProgressBar(PeriodicAction):
                              TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
                              transient=False)
     self.task_id = self.progress.add_task("train", total=total_steps, completed=start_step, stats="")
-    self.progress.start()
+    self._started = False  # drawn from the loop's first round on, not while the steps compile
 
   def run(self, ctx: LoopContext) -> None:
+    if not self._started:
+      self.progress.start()
+      self._started = True
     self.progress.update(self.task_id, completed=ctx.step, stats=_describe(self.live))
 
   def close(self) -> None:
+    if not self._started:
+      return
     # In a Jupyter kernel rich draws the bar in a widget and stop() does not redraw it,
     # so without this refresh the notebook keeps the last timed redraw (say 175/200).
     self.progress.refresh()

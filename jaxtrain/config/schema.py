@@ -231,6 +231,10 @@ class TrainerConfig:
   spike_window: int = 100
   # Dispatched steps allowed to be unfinished at once (0 = no limit).
   max_steps_in_flight: int = 8
+  # Train steps per compiled call (a lax.scan over that many batches): one dispatch
+  # per call instead of per step. The loop still stops exactly at every eval, log
+  # and checkpoint step, with single steps where a whole call does not fit.
+  steps_per_call: int = 1
   # heartbeat.json is rewritten at least this often while training.
   heartbeat_secs: float = 30.0
   # Signals that mean "checkpoint now and exit for a requeue" (SLURM: add SIGUSR1).

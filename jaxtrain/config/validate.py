@@ -146,6 +146,7 @@ def _check_values(c: Config) -> None:
     raise ConfigError(f"trainer.ema_decay={t.ema_decay}: must be in (0, 1) or null")
   if t.max_steps_in_flight < 0:
     raise ConfigError(f"trainer.max_steps_in_flight={t.max_steps_in_flight}: must be >= 0 (0 = no limit)")
+  _positive("trainer.steps_per_call", t.steps_per_call)
   if t.max_bad_steps < 0:
     raise ConfigError(f"trainer.max_bad_steps={t.max_bad_steps}: must be >= 0 (0 = never stop)")
   _positive("trainer.spike_zscore", t.spike_zscore, allow_none=True)

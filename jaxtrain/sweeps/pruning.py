@@ -22,6 +22,8 @@ class ReportAndPrune(PeriodicAction):
   optuna.TrialPruned, which Optuna records as the trial's end.
   """
 
+  step_exact = False  # it follows the evaluations, which land on their own steps
+
   def __init__(self, trial: optuna.Trial, metric: str):
     super().__init__(every_steps=1, at_end=True)
     self.trial = trial
