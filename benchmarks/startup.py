@@ -81,7 +81,8 @@ def import_seconds() -> float:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--repeats", type=int, default=5, help="repeats, each with a new user cache folder (default 5)")
-  parser.add_argument("--steps", type=int, default=5, help="train steps per run (default 5: one epoch)")
+  parser.add_argument("--steps", type=int, default=20,
+                      help="train steps per run (default 20: two calls of ten steps, the executable the default run uses)")
   parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                       help="extra jaxtrain config override (repeatable)")
   parser.add_argument("--out", type=Path, default=None, help="append the results as one JSON line to this file")
