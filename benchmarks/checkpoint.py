@@ -25,7 +25,6 @@ that is removed at the end, with keep=1.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import append_result, machine_info  # noqa: E402
+from overhead import append_result, machine_info, result_record  # noqa: E402
 
 
 def make_state(megabytes: float) -> Any:
@@ -166,9 +165,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       del state
 
   result = {
-      "benchmark": "checkpoint",
-      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-      "machine": machine,
+      **result_record("checkpoint", machine),
       "saves": args.saves,
       "rows": rows,
       "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],

@@ -24,7 +24,6 @@ waiting for the next batch) of the default run (`python -m jaxtrain.main`, ae-di
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import append_result, machine_info  # noqa: E402
+from overhead import append_result, machine_info, result_record  # noqa: E402
 
 
 def write_synthetic_npz(directory: Path, megabytes: float) -> Path:
@@ -144,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      "median": statistics.median(runs)})
         print(f"{dataset} workers={count}: {statistics.median(runs):,.0f} examples/s", flush=True)
     waits = [default_run_input_wait(root, i, args.override) for i in range(args.default_runs)]
-  result = {"benchmark": "input_pipeline", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds"), "machine": info, "args": {k: str(v) for k, v in vars(args).items()},
+  result = {**result_record("input_pipeline", info), "args": {k: str(v) for k, v in vars(args).items()},
             "rows": rows, "default_runs": waits}
   print(table(rows, waits, args.override))
   if args.out:

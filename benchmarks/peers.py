@@ -41,7 +41,6 @@ A peer whose package is missing (`pip install -e .[bench]`) is skipped with a no
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import math
 import os
@@ -53,7 +52,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import BareLoop, append_result, machine_info, median_ci95, run_jaxtrain, set_xla_threads  # noqa: E402
+from overhead import (BareLoop, append_result, machine_info, median_ci95, result_record, run_jaxtrain,  # noqa: E402
+                      set_xla_threads)
 
 
 class Workload:
@@ -274,10 +274,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   ratios = {peer: [j["steps_per_sec"] / p["steps_per_sec"] for j, p in zip(runs["jaxtrain"], runs[peer])]
             for peer in names[1:]}
   result = {
-      "benchmark": "peers",
+      **result_record("peers", machine),
       "workload": "ae-digits",
-      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-      "machine": machine,
       "steps": args.steps,
       "repeats": args.repeats,
       "warmup_steps": args.warmup_steps,

@@ -33,8 +33,6 @@ parameter count is checked against the task's own count before anything is timed
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import statistics
 import sys
 import tempfile
@@ -43,7 +41,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import append_result, machine_info, run_jaxtrain, set_xla_threads  # noqa: E402
+from overhead import append_result, machine_info, result_record, run_jaxtrain, set_xla_threads  # noqa: E402
 from peers import Workload  # noqa: E402
 
 PRESETS = {"tiny": ["task=lm"], "small": ["+experiment=lm_small"], "base": ["+experiment=lm_base"],
@@ -267,10 +265,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
   ratio = statistics.median(j["tokens_per_sec"] / p["tokens_per_sec"] for j, p in zip(runs["jaxtrain"], runs[peer]))
   result = {
-      "benchmark": "peers_lm",
+      **result_record("peers_lm", machine),
       "preset": args.preset,
-      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-      "machine": machine,
       "steps": args.steps,
       "repeats": args.repeats,
       "precision": work.precision,

@@ -19,7 +19,6 @@ within a relative tolerance (`--rtol`).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import append_result, machine_info  # noqa: E402
+from overhead import append_result, machine_info, result_record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,10 +98,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "within_rtol": max(rel) <= args.rtol,
     })
   result = {
-      "benchmark": "scaling",
+      **result_record("scaling", machine),
       "workload": "ae-digits",
-      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-      "machine": machine,
       "steps": args.steps,
       "repeats": args.repeats,
       "rtol": args.rtol,

@@ -29,7 +29,6 @@ then the median.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import append_result, machine_info  # noqa: E402
+from overhead import append_result, machine_info, result_record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("first", "second", "compile_cold")
@@ -114,10 +113,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return round(statistics.median(a[key] / max(b[key], 1e-3) for a, b in zip(runs[kind], runs["second"])), 3)
 
   result = {
-      "benchmark": "startup",
+      **result_record("startup", machine),
       "workload": "ae-digits",
-      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-      "machine": machine,
       "steps": args.steps,
       "repeats": args.repeats,
       "overrides": args.override,

@@ -16,7 +16,6 @@ says how much of a trial is not already using every core (start-up, Python, smal
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import os
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import append_result, machine_info  # noqa: E402  (the same machine record as the other benchmarks)
+from overhead import append_result, machine_info, result_record  # noqa: E402  (the same machine record as the other benchmarks)
 
 LRS = (1e-3, 3e-3)
 WEIGHT_DECAYS = (1e-5, 1e-4)
@@ -75,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"repeat {index}: n_jobs={n_jobs}: {runs[-1]['seconds']:.1f} s, trials {runs[-1]['states']}",
               flush=True)
   median = {n: statistics.median(r["seconds"] for r in runs if r["n_jobs"] == n) for n in (1, 2)}
-  result = {"benchmark": "sweep_parallel", "date": datetime.date.today().isoformat(), "machine": machine_info(),
+  result = {**result_record("sweep_parallel", machine_info()),
             "trials": len(LRS) * len(WEIGHT_DECAYS), "steps": args.steps, "repeats": args.repeats,
             "median_seconds": {f"n_jobs={n}": round(s, 2) for n, s in median.items()},
             "speedup": round(median[1] / median[2], 3), "runs": runs}
