@@ -211,6 +211,10 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
   # Compile before the clock starts: steps/s in the summary excludes compilation. With
   # trainer.steps_per_call, each call length the run will use (loop.call_lengths).
   lengths = call_lengths(start_step, engine.total_steps, engine.steps_per_call, actions) or {1}
+  if lengths == {1} and engine.total_steps - start_step >= engine.steps_per_call > 1:
+    log.info("trainer.steps_per_call=%d: every call runs one step, because eval, log or checkpoint steps come "
+             "closer together than that; make trainer.eval_every, trainer.log_every and checkpoint.every "
+             "multiples of it", engine.steps_per_call)
   example = engine.put_batch(engine.train_data[0])
   executables = [engine.train_step.compile(state, example)] if 1 in lengths else []
   if engine.steps_per_call in lengths - {1}:

@@ -1,6 +1,7 @@
 """trainer.steps_per_call: several train steps per compiled call, the same training as one per call."""
 
 import csv
+import logging
 
 import pytest
 
@@ -107,6 +108,13 @@ def test_a_run_resumed_between_calls_continues_exactly(tmp_path, monkeypatch):
   resumed = _run(tmp_path / "split", 60, "run.resume=auto", *cadence)
   assert read_summary(resumed.run_dir)["steps_this_session"] == 27
   assert read_summary(resumed.run_dir)["params_fingerprint"] == read_summary(uninterrupted.run_dir)["params_fingerprint"]
+
+
+def test_cadences_that_leave_no_room_for_a_call_are_named(tmp_path, caplog):
+  with caplog.at_level(logging.INFO, logger="jaxtrain"):
+    result = _run(tmp_path / "every7", 30, "trainer.steps_per_call=10", "trainer.log_every=7")
+  assert read_summary(result.run_dir)["train_step_compilations"] == 1
+  assert "trainer.steps_per_call=10: every call runs one step" in caplog.text
 
 
 def test_mining_keeps_one_step_per_call(tmp_path):
