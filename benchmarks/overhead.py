@@ -480,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"| {label:41s} | {statistics.median(sps[name]):14.1f} | {min(sps[name]):6.1f} | {max(sps[name]):6.1f} "
           f"| {statistics.median(cpu[name]):11.3f} |")
   for label, values in ratios.items():
-    low, high = median_ci95(values)
+    low, high = result["ratio_median_ci95"][label]
     print(f"median ratio {label:41s} {statistics.median(values):.3f}  95 % interval {low:.3f}–{high:.3f}  "
           f"(per repeat {', '.join(f'{x:.3f}' for x in values)})")
     print(f"  CPU per step, inverse ratio {'':26s} {statistics.median(cpu_ratios[label]):.3f}")

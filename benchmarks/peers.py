@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   for name in names:
     sps = [r["steps_per_sec"] for r in runs[name]]
     ratio = f"{statistics.median(ratios[name]):.3f}" if name in ratios else "1"
-    interval = "–".join(f"{x:.3f}" for x in median_ci95(ratios[name])) if name in ratios else ""
+    interval = "–".join(f"{x:.3f}" for x in result["ratio_median_ci95"][f"jaxtrain/{name}"]) if name in ratios else ""
     print(f"| {name:14s} | {medians[name]:14.1f} | {min(sps):6.1f} | {max(sps):6.1f} | {ratio:>26s} "
           f"| {interval:>13s} |")
   print(f"load average at end: {result['loadavg_at_end']}")

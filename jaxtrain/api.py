@@ -216,8 +216,10 @@ def _train(spec: RunSpec, run_dir: Path, resume_from: Path | None, events: Event
              "closer together than that; make trainer.eval_every, trainer.log_every and checkpoint.every "
              "multiples of it", engine.steps_per_call)
   example = engine.put_batch(engine.train_data[0])
-  executables = [engine.train_step.compile(state, example)] if 1 in lengths else []
-  if engine.steps_per_call in lengths - {1}:
+  executables = []
+  if 1 in lengths:
+    executables.append(engine.train_step.compile(state, example))
+  if engine.multi_step is not None and engine.steps_per_call in lengths:
     executables.append(engine.multi_step.compile(state, (example,) * engine.steps_per_call))
   engine.eval_step.compile(state, engine.put_batch(engine.val_data[0]))
   checkpointer.prepare(state)
